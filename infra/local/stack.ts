@@ -1,0 +1,199 @@
+import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { serve } from '@hono/node-server';
+import type { AddressInfo } from 'node:net';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { createApp } from '../../lib/api/app.js';
+import { createToken, SCOPES } from '../../lib/auth/tokens.js';
+import { LOCAL_DEFAULTS, readSettings, type Settings } from '../../lib/config.js';
+import type { ServiceContext } from '../../lib/context.js';
+import { consumeJobMessage } from '../../lib/dispatch/consume.js';
+import { reconcileJobs, recoverAfterRestart } from '../../lib/dispatch/reconcile.js';
+import { finishJob } from '../../lib/jobs/lifecycle.js';
+import type { JobStatus } from '../../lib/jobs/state.js';
+import { LocalLauncher } from '../../lib/launchers/local-launcher.js';
+import { logger as rootLogger, type Logger } from '../../lib/logger.js';
+import { DynamoLogLock, LogStore } from '../../lib/logs/log-store.js';
+import { createStores, ensureTable, type JobRecord } from '../../lib/store/index.js';
+import { LOCAL_CREDENTIALS, LOCAL_REGION, startDynalite, startS3rver, type LocalServer } from './aws-local.js';
+import { MemoryQueue } from './memory-queue.js';
+
+export const TABLE_NAME = 'kiln';
+export const BUCKET_NAME = 'kiln-data';
+
+/** How often the local stack looks for jobs past their deadline. */
+const RECONCILE_INTERVAL_MS = 5_000;
+
+export interface LocalStackOptions {
+  dataDir: string;
+  apiPort: number;
+  s3Port: number;
+  dynamodbPort: number;
+  /** Settings; defaults to the process environment. */
+  env?: NodeJS.ProcessEnv;
+  logger?: Logger;
+  /** Called after every job status change, for the console line of `npm start`. */
+  onStatus?: (job: JobRecord, previous: JobStatus | null) => void;
+}
+
+export interface LocalStack {
+  apiUrl: string;
+  s3Endpoint: string;
+  dynamodbEndpoint: string;
+  context: ServiceContext;
+  launcher: LocalLauncher;
+  settings: Settings;
+  /** The `local` user's token, also in `<dataDir>/token`. */
+  token: string;
+  /** Whether this start created the token. */
+  tokenCreated: boolean;
+  /** What the start found of an earlier run: jobs it failed and jobs it queued again. */
+  recovered: { failed: number[]; requeued: number[] };
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the whole service on this machine: dynalite for DynamoDB, s3rver
+ * for S3, an in-process queue and runners as child processes, behind the
+ * same API, dispatch and runner code that runs on AWS.
+ */
+export async function startLocalStack(options: LocalStackOptions): Promise<LocalStack> {
+  const logger = options.logger ?? rootLogger;
+  const settings = readSettings(options.env ?? process.env, LOCAL_DEFAULTS);
+  const dataDir = path.resolve(options.dataDir);
+  await mkdir(path.join(dataDir, 'dynamodb'), { recursive: true });
+  await mkdir(path.join(dataDir, 's3'), { recursive: true });
+
+  const started: Array<{ close(): Promise<void> }> = [];
+  try {
+    const dynamodb = await startDynalite({ port: options.dynamodbPort, path: path.join(dataDir, 'dynamodb') });
+    started.push(dynamodb);
+    const s3Server = await startS3rver({ port: options.s3Port, directory: path.join(dataDir, 's3') });
+    started.push(s3Server);
+
+    return await startServices(options, { dataDir, logger, settings, dynamodb, s3Server, started });
+  } catch (error) {
+    for (const server of started.reverse()) await server.close().catch(() => undefined);
+    throw error;
+  }
+}
+
+interface Parts {
+  dataDir: string;
+  logger: Logger;
+  settings: Settings;
+  dynamodb: LocalServer;
+  s3Server: LocalServer;
+  started: Array<{ close(): Promise<void> }>;
+}
+
+async function startServices(options: LocalStackOptions, parts: Parts): Promise<LocalStack> {
+  const { dataDir, logger, settings } = parts;
+  const clientConfig = { region: LOCAL_REGION, credentials: LOCAL_CREDENTIALS };
+  const stores = createStores(TABLE_NAME, { ...clientConfig, endpoint: parts.dynamodb.endpoint });
+  await ensureTable(stores.dynamodb, TABLE_NAME);
+  const s3 = new S3Client({ ...clientConfig, endpoint: parts.s3Server.endpoint, forcePathStyle: true });
+  await ensureBucket(s3, BUCKET_NAME);
+
+  let app: ReturnType<typeof createApp> | null = null;
+  const server = serve({
+    fetch: (request) => (app ? app.fetch(request) : new Response('starting', { status: 503 })),
+    port: options.apiPort,
+    hostname: '127.0.0.1',
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  parts.started.push({ close: () => new Promise<void>((resolve) => server.close(() => resolve())) });
+  const apiUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  const queue = new MemoryQueue({ logger });
+  let context: ServiceContext | null = null;
+  const launcher = new LocalLauncher({
+    apiUrl,
+    dataDir,
+    logger,
+    onExit: (jobId, code, signal) => {
+      if (context) void failJobOfExitedRunner(context, jobId, code, signal);
+    },
+  });
+  context = {
+    settings,
+    stores,
+    logs: new LogStore(s3, BUCKET_NAME, new DynamoLogLock(stores.locks)),
+    queue,
+    launcher,
+    logger,
+    publicUrl: apiUrl,
+  };
+  const serviceContext = context;
+  if (options.onStatus) stores.jobs.on('status', options.onStatus);
+
+  await launcher.killLeftovers();
+  const recovered = await recoverAfterRestart(serviceContext);
+  queue.consume((body, delivery) => consumeJobMessage(serviceContext, body, delivery));
+  app = createApp(serviceContext);
+
+  const { token, created } = await ensureLocalToken(serviceContext, dataDir);
+  const reconciler = setInterval(() => {
+    reconcileJobs(serviceContext).catch((error: unknown) => logger.error({ err: error }, 'reconcile failed'));
+  }, RECONCILE_INTERVAL_MS);
+  logger.info({ apiUrl, dataDir }, 'local stack started');
+
+  return {
+    apiUrl,
+    s3Endpoint: parts.s3Server.endpoint,
+    dynamodbEndpoint: parts.dynamodb.endpoint,
+    context: serviceContext,
+    launcher,
+    settings,
+    token,
+    tokenCreated: created,
+    recovered,
+    close: async () => {
+      clearInterval(reconciler);
+      await queue.close();
+      await launcher.stopAll('the local stack is shutting down');
+      for (const part of parts.started.reverse()) await part.close();
+      logger.info('local stack stopped');
+    },
+  };
+}
+
+async function ensureBucket(s3: S3Client, bucket: string): Promise<void> {
+  try {
+    await s3.send(new HeadBucketCommand({ Bucket: bucket }));
+  } catch {
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  }
+}
+
+/** Reads the `local` user's token from the data folder, creating it on first start. */
+async function ensureLocalToken(context: ServiceContext, dataDir: string): Promise<{ token: string; created: boolean }> {
+  const tokenFile = path.join(dataDir, 'token');
+  const existing = (await readFile(tokenFile, 'utf8').catch(() => '')).trim();
+  if (existing !== '') return { token: existing, created: false };
+
+  const { token } = await createToken(context.stores.tokens, { user: 'local', scopes: [...SCOPES] });
+  await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+  await chmod(tokenFile, 0o600);
+
+  return { token, created: true };
+}
+
+/** A runner that exits before reporting its job's end leaves the job failed, with the exit in the setup log. */
+async function failJobOfExitedRunner(
+  context: ServiceContext,
+  jobId: number,
+  code: number | null,
+  signal: NodeJS.Signals | null,
+): Promise<void> {
+  const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+  const reason = `The build's runner ${how} before it reported the job's end; see the messages above`;
+  try {
+    await finishJob(context, jobId, 'failed', { reason });
+  } catch (error) {
+    context.logger.error({ err: error, jobId }, 'failed to fail the job of an exited runner');
+  }
+}

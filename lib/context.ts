@@ -1,0 +1,18 @@
+import type { Settings } from './config.js';
+import type { Launcher } from './launchers/launcher.js';
+import type { Logger } from './logger.js';
+import type { LogStore } from './logs/log-store.js';
+import type { JobQueue } from './queue/job-queue.js';
+import type { Stores } from './store/index.js';
+
+/** Everything the handlers use, built once per process by the local stack or a Lambda entry point. */
+export interface ServiceContext {
+  settings: Settings;
+  stores: Stores;
+  logs: LogStore;
+  queue: JobQueue;
+  launcher: Launcher;
+  logger: Logger;
+  /** The API's public base URL without a trailing slash, such as `http://127.0.0.1:8080`. */
+  publicUrl: string;
+}

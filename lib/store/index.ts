@@ -1,0 +1,36 @@
+import { DynamoDBClient, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { JobStore } from './job-store.js';
+import { LockStore } from './lock-store.js';
+import { SlotStore } from './slot-store.js';
+import { TokenStore } from './token-store.js';
+
+export { ConcurrencyError, JobStore, type JobRecord, type TaskRecord } from './job-store.js';
+export { LockStore } from './lock-store.js';
+export { SlotStore } from './slot-store.js';
+export { TokenStore, type TokenRecord } from './token-store.js';
+export { ensureTable, tableDefinition, TABLE_KEYS } from './table.js';
+
+/** The stores over one table. */
+export interface Stores {
+  dynamodb: DynamoDBClient;
+  jobs: JobStore;
+  tokens: TokenStore;
+  slots: SlotStore;
+  locks: LockStore;
+}
+
+export function createStores(tableName: string, config: DynamoDBClientConfig = {}): Stores {
+  const dynamodb = new DynamoDBClient(config);
+  const documents = DynamoDBDocumentClient.from(dynamodb, {
+    marshallOptions: { removeUndefinedValues: true, convertClassInstanceToMap: false },
+  });
+
+  return {
+    dynamodb,
+    jobs: new JobStore(documents, tableName),
+    tokens: new TokenStore(documents, tableName),
+    slots: new SlotStore(documents, tableName),
+    locks: new LockStore(documents, tableName),
+  };
+}

@@ -1,0 +1,211 @@
+import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
+import {
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  UpdateCommand,
+  type DynamoDBDocumentClient,
+} from '@aws-sdk/lib-dynamodb';
+import { EventEmitter } from 'node:events';
+import { KilnError, NotFoundError } from '../errors.js';
+import type { JobStatus, TaskStatus } from '../jobs/state.js';
+import { isFinal } from '../jobs/state.js';
+import type { Manifest, Trigger } from '../manifest/types.js';
+import { TABLE_KEYS } from './table.js';
+
+export interface TaskRecord {
+  name: string;
+  status: TaskStatus;
+}
+
+/** A job as stored. Tasks live inside the job so that one conditional write moves both. */
+export interface JobRecord {
+  id: number;
+  owner: string;
+  status: JobStatus;
+  /** The manifest exactly as submitted. */
+  manifest: string;
+  /** The validated manifest. */
+  spec: Manifest;
+  note: string | null;
+  tags: string[];
+  accessRead: string[];
+  accessWrite: string[];
+  /** Triggers from the request; the manifest's own are in `spec`. */
+  triggers: Trigger[];
+  /** Whether the runner receives the owner's secrets that the manifest names. */
+  secretsEnabled: boolean;
+  tasks: TaskRecord[];
+  /** What runs the job (an ECS task id, or `local`); null until dispatched. */
+  runner: string | null;
+  /** Number of launches tried. */
+  dispatchAttempt: number;
+  /** When the current launch was recorded, ms since the epoch. */
+  dispatchedAt: number | null;
+  /** SHA-256 of the one-time job token, removed at the claim. */
+  jobTokenHash: string | null;
+  /** SHA-256 of the runner's session token, removed when the job ends. */
+  sessionTokenHash: string | null;
+  /** Whether the job counts against the running limits. */
+  holdsSlot: boolean;
+  createdAt: number;
+  updatedAt: number;
+  claimedAt: number | null;
+  /** When the job times out, ms since the epoch; set at the claim. */
+  deadline: number | null;
+  finishedAt: number | null;
+  /** Why the job failed, when the service decided it (runner gone, launch failed). */
+  failureReason: string | null;
+  /** Optimistic lock: every write requires the version it read and adds one. */
+  version: number;
+}
+
+type StoredJob = JobRecord & Record<string, unknown>;
+
+/** Raised when a write keeps losing races; the caller may retry the whole request. */
+export class ConcurrencyError extends KilnError {
+  override name = 'ConcurrencyError';
+}
+
+const MAX_TRANSITION_ATTEMPTS = 8;
+
+function jobKey(id: number) {
+  return { pk: `JOB#${id}`, sk: 'JOB' };
+}
+
+function paddedId(id: number): string {
+  return String(id).padStart(12, '0');
+}
+
+function toItem(job: JobRecord): StoredJob {
+  const { ownerIndex, activeIndex } = TABLE_KEYS;
+  const item: StoredJob = {
+    ...jobKey(job.id),
+    ...job,
+    [ownerIndex.partitionKey]: `JOBS#${job.owner}`,
+    [ownerIndex.sortKey]: paddedId(job.id),
+  };
+  if (!isFinal(job.status)) {
+    item[activeIndex.partitionKey] = 'ACTIVE';
+    item[activeIndex.sortKey] = paddedId(job.id);
+  }
+
+  return item;
+}
+
+function fromItem(item: Record<string, unknown>): JobRecord {
+  const { pk, sk, gsi1pk, gsi1sk, activePk, activeSk, ...job } = item;
+  void pk, sk, gsi1pk, gsi1sk, activePk, activeSk;
+
+  return job as unknown as JobRecord;
+}
+
+/** Events: `status` (job, previous status) after every committed status change. */
+export class JobStore extends EventEmitter {
+  constructor(
+    private readonly client: DynamoDBDocumentClient,
+    private readonly tableName: string,
+  ) {
+    super();
+  }
+
+  /** Hands out the next job id; one atomic counter, so concurrent submits never share an id. */
+  async nextJobId(): Promise<number> {
+    const result = await this.client.send(
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: { pk: 'COUNTER', sk: 'jobs' },
+        UpdateExpression: 'ADD #value :one',
+        ExpressionAttributeNames: { '#value': 'value' },
+        ExpressionAttributeValues: { ':one': 1 },
+        ReturnValues: 'UPDATED_NEW',
+      }),
+    );
+
+    return Number(result.Attributes?.value);
+  }
+
+  async create(job: JobRecord): Promise<void> {
+    await this.client.send(
+      new PutCommand({
+        TableName: this.tableName,
+        Item: toItem(job),
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+    );
+    this.emit('status', job, null);
+  }
+
+  async find(id: number): Promise<JobRecord | null> {
+    const result = await this.client.send(
+      new GetCommand({ TableName: this.tableName, Key: jobKey(id), ConsistentRead: true }),
+    );
+
+    return result.Item ? fromItem(result.Item) : null;
+  }
+
+  async get(id: number): Promise<JobRecord> {
+    const job = await this.find(id);
+    if (!job) throw new NotFoundError(`Job ${id} not found`);
+
+    return job;
+  }
+
+  /**
+   * Applies `change` to the current job and writes the result on condition
+   * that nobody wrote in between, retrying with a fresh read when somebody
+   * did. `change` throws to reject the move, or returns null to leave the job
+   * as it is. Returns the job as written, or as read when nothing changed.
+   */
+  async transition(id: number, change: (job: JobRecord) => JobRecord | null): Promise<JobRecord> {
+    for (let attempt = 0; attempt < MAX_TRANSITION_ATTEMPTS; attempt++) {
+      const current = await this.get(id);
+      const next = change(structuredClone(current));
+      if (next === null) return current;
+
+      const written: JobRecord = { ...next, version: current.version + 1, updatedAt: Date.now() };
+      try {
+        await this.client.send(
+          new PutCommand({
+            TableName: this.tableName,
+            Item: toItem(written),
+            ConditionExpression: '#version = :version',
+            ExpressionAttributeNames: { '#version': 'version' },
+            ExpressionAttributeValues: { ':version': current.version },
+          }),
+        );
+      } catch (error) {
+        if (error instanceof ConditionalCheckFailedException) continue;
+        throw error;
+      }
+
+      if (written.status !== current.status) this.emit('status', written, current.status);
+
+      return written;
+    }
+
+    throw new ConcurrencyError(`Job ${id} changed ${MAX_TRANSITION_ATTEMPTS} times while this request updated it; try again`);
+  }
+
+  /** Lists the jobs that have not ended, oldest first. */
+  async listActive(): Promise<JobRecord[]> {
+    const jobs: JobRecord[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const page = await this.client.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          IndexName: TABLE_KEYS.activeIndex.name,
+          KeyConditionExpression: '#pk = :active',
+          ExpressionAttributeNames: { '#pk': TABLE_KEYS.activeIndex.partitionKey },
+          ExpressionAttributeValues: { ':active': 'ACTIVE' },
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      jobs.push(...(page.Items ?? []).map(fromItem));
+      startKey = page.LastEvaluatedKey;
+    } while (startKey);
+
+    return jobs;
+  }
+}
