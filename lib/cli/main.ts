@@ -1,0 +1,188 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import type { JobView } from '../api/job-view.js';
+import { createToken, parseScopes } from '../auth/tokens.js';
+import { KilnError, ValidationError } from '../errors.js';
+import { createStores } from '../store/index.js';
+import { ApiClient, ApiError } from './api-client.js';
+import { followJob } from './follow.js';
+
+const USAGE = `Usage: kiln <command> [options]
+
+Commands:
+  token create --user NAME --scopes jobs:read,jobs:write [--expires DAYS] [--table TABLE]
+      Create an API token, store its hash and print the token.
+  submit FILE [--note NOTE] [--tag TAG]... [--no-execute] [--follow]
+      Submit a build manifest and print the job's id and URL.
+  show ID
+      Print a job's state and its tasks.
+
+Options for submit and show:
+  --url URL      Kiln's API (default: $KILN_URL, else http://127.0.0.1:$KILN_API_PORT or 8080)
+  --token TOKEN  API token (default: $KILN_TOKEN, else $KILN_DATA_DIR/token, where npm start writes it)
+
+Options for token create:
+  --table TABLE  DynamoDB table of a deployed Kiln, reached with your AWS credentials
+                 (default: the local stack's table at http://127.0.0.1:$KILN_DYNAMODB_PORT or 8082)
+`;
+
+/** A usage mistake; printed with a hint to run `kiln --help`. */
+class UsageError extends KilnError {
+  override name = 'UsageError';
+}
+
+type Write = (text: string) => void;
+
+export async function runCli(argv: string[], out: Write, env: NodeJS.ProcessEnv): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    out(USAGE);
+    return 0;
+  }
+
+  switch (command) {
+    case 'token':
+      return runToken(rest, out, env);
+    case 'submit':
+      return runSubmit(rest, out, env);
+    case 'show':
+      return runShow(rest, out, env);
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+async function runToken(argv: string[], out: Write, env: NodeJS.ProcessEnv): Promise<number> {
+  const [action, ...rest] = argv;
+  if (action !== 'create') throw new UsageError(`unknown token command "${action ?? ''}"; use "kiln token create"`);
+
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      user: { type: 'string' },
+      scopes: { type: 'string' },
+      expires: { type: 'string' },
+      table: { type: 'string' },
+    },
+  });
+  if (!values.user) throw new UsageError('--user is required');
+  if (!values.scopes) throw new UsageError('--scopes is required, such as --scopes jobs:read,jobs:write');
+
+  const scopes = parseScopes(values.scopes);
+  const expiresAt = values.expires === undefined ? null : Date.now() + parseDays(values.expires) * 86_400_000;
+  const stores = values.table
+    ? createStores(values.table)
+    : createStores('kiln', {
+        endpoint: `http://127.0.0.1:${env.KILN_DYNAMODB_PORT || 8082}`,
+        region: 'us-east-1',
+        credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+        maxAttempts: 1,
+      });
+  try {
+    const { token } = await createToken(stores.tokens, { user: values.user, scopes, expiresAt });
+    out(`${token}\n`);
+  } catch (error) {
+    if (error instanceof KilnError) throw error;
+    const where = values.table ? `table ${values.table}` : 'the local stack (is "npm start" running?)';
+    throw new Error(`failed to store the token in ${where}: ${(error as Error).message}`, { cause: error });
+  } finally {
+    stores.dynamodb.destroy();
+  }
+
+  return 0;
+}
+
+function parseDays(value: string): number {
+  const days = Number(value);
+  if (!Number.isFinite(days) || days <= 0) throw new UsageError(`--expires takes a number of days, not "${value}"`);
+
+  return days;
+}
+
+async function clientFrom(values: { url?: string; token?: string }, env: NodeJS.ProcessEnv): Promise<ApiClient> {
+  const url = (values.url ?? env.KILN_URL ?? `http://127.0.0.1:${env.KILN_API_PORT || 8080}`).replace(/\/+$/, '');
+  let token = values.token ?? env.KILN_TOKEN;
+  if (!token) {
+    const tokenFile = path.join(env.KILN_DATA_DIR || '.kiln', 'token');
+    token = (await readFile(tokenFile, 'utf8').catch(() => '')).trim();
+    if (!token) throw new UsageError(`no token: pass --token, set KILN_TOKEN, or start the local stack, which writes ${tokenFile}`);
+  }
+
+  return new ApiClient(url, token);
+}
+
+async function runSubmit(argv: string[], out: Write, env: NodeJS.ProcessEnv): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      note: { type: 'string' },
+      tag: { type: 'string', multiple: true },
+      'no-execute': { type: 'boolean' },
+      follow: { type: 'boolean' },
+      url: { type: 'string' },
+      token: { type: 'string' },
+    },
+  });
+  if (positionals.length !== 1) throw new UsageError('submit takes one manifest file');
+
+  const manifest = await readFile(positionals[0], 'utf8').catch((error: NodeJS.ErrnoException) => {
+    throw new UsageError(`cannot read ${positionals[0]}: ${error.code ?? error.message}`);
+  });
+  const client = await clientFrom(values, env);
+  const job = await client.request<JobView>('POST', '/api/jobs', {
+    manifest,
+    note: values.note,
+    tags: values.tag,
+    execute: !values['no-execute'],
+  });
+  out(`Job ${job.id}: ${client.baseUrl}/api/jobs/${job.id}\n`);
+  if (!values.follow) return 0;
+
+  const final = await followJob(client, job.id, out);
+
+  return final.status === 'success' ? 0 : 1;
+}
+
+async function runShow(argv: string[], out: Write, env: NodeJS.ProcessEnv): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { url: { type: 'string' }, token: { type: 'string' } },
+  });
+  if (positionals.length !== 1 || !/^\d+$/.test(positionals[0])) throw new UsageError('show takes one job id');
+
+  const client = await clientFrom(values, env);
+  const job = await client.getJob(Number(positionals[0]));
+  out(`Job ${job.id} ${job.status}\n`);
+  out(`  owner   ${job.owner.canonical_name}\n`);
+  if (job.note) out(`  note    ${job.note}\n`);
+  if (job.tags) out(`  tags    ${job.tags}\n`);
+  out(`  runner  ${job.runner ?? '-'}\n`);
+  for (const task of job.tasks) out(`  task ${task.name.padEnd(24)} ${task.status}\n`);
+
+  return 0;
+}
+
+/** Runs the CLI on the process's arguments and sets the exit code. */
+export async function main(): Promise<void> {
+  try {
+    process.exitCode = await runCli(process.argv.slice(2), (text) => process.stdout.write(text), process.env);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`kiln: ${error.message}\nRun "kiln --help" for usage.\n`);
+      process.exitCode = 2;
+    } else if (error instanceof ValidationError || error instanceof ApiError) {
+      process.stderr.write(`kiln: ${error.message}\n`);
+      process.exitCode = 1;
+    } else if (error instanceof TypeError && (error as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      process.stderr.write(`kiln: ${error.message}\nRun "kiln --help" for usage.\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`kiln: ${(error as Error).message}\n`);
+      process.exitCode = 1;
+    }
+  }
+}
+
