@@ -1,11 +1,21 @@
-import { parseCount, SettingError } from '../../lib/config.js';
+import { SettingError } from '../../lib/config.js';
 import { logger } from '../../lib/logger.js';
 import { startLocalStack } from './stack.js';
+
+/** Reads a TCP port; 0 lets the system pick a free one, which the ready line then shows. */
+function parsePort(name: string, value: string): number {
+  const port = Number(value);
+  if (!/^\d+$/.test(value.trim()) || port > 65535) {
+    throw new SettingError(`${name}="${value}" is not a TCP port: use a number from 0 to 65535`);
+  }
+
+  return port;
+}
 
 /** Starts the local stack for `npm start` and stops it cleanly on Ctrl-C. */
 async function main(): Promise<void> {
   const env = process.env;
-  const port = (name: string, fallback: number) => (env[name] ? parseCount(name, env[name]) : fallback);
+  const port = (name: string, fallback: number) => (env[name] ? parsePort(name, env[name]) : fallback);
 
   const stack = await startLocalStack({
     dataDir: env.KILN_DATA_DIR || '.kiln',

@@ -31,7 +31,11 @@ export function createApp(context: ServiceContext): Hono<Env> {
     '*',
     bodyLimit({
       maxSize: MAX_BODY_BYTES,
-      onError: (c) => errorResponse(c, 413, `The request body is larger than the limit of ${MAX_BODY_BYTES} bytes`),
+      onError: (c) => {
+        // The rest of the body is never read, so the connection cannot carry another request.
+        c.header('connection', 'close');
+        return errorResponse(c, 413, `The request body is larger than the limit of ${MAX_BODY_BYTES} bytes`);
+      },
     }),
   );
   app.use('/api/*', async (c, next) => {
