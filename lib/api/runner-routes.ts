@@ -37,7 +37,7 @@ export function registerRunnerRoutes(app: Hono<any>, context: ServiceContext): v
     const token = requireToken(c);
     const body = await readBody(c);
 
-    return c.json(await claimJob(context, token, body.protocol));
+    return c.json(await claimJob(context, token, body));
   });
 
   app.post('/runner/v1/jobs/:id/log-url', async (c) => {

@@ -29,7 +29,12 @@ export function jobUrl(context: ServiceContext, jobId: number): string {
  * Exchanges a one-time job token for a session token and moves the job to
  * `running`, with its deadline counted from now.
  */
-export async function claimJob(context: ServiceContext, jobToken: string, protocol: unknown): Promise<ClaimResponse> {
+export async function claimJob(
+  context: ServiceContext,
+  jobToken: string,
+  request: { protocol?: unknown; runner?: unknown },
+): Promise<ClaimResponse> {
+  const { protocol, runner } = request;
   if (protocol !== RUNNER_PROTOCOL_VERSION) {
     throw ValidationError.of('protocol', `runner protocol ${String(protocol)} is not supported; this service speaks ${RUNNER_PROTOCOL_VERSION}`);
   }
@@ -42,6 +47,9 @@ export async function claimJob(context: ServiceContext, jobToken: string, protoc
       throw new AuthenticationError('Invalid job token: it was never issued, or it was used already');
     }
     if (current.status !== 'queued') throw new JobEndedError(`Job ${jobId} is ${current.status}; it cannot be claimed`);
+    if (current.runner !== null && current.runner !== 'local' && runner !== current.runner) {
+      throw new AuthenticationError(`Job ${jobId} is assigned to runner ${current.runner}, not ${String(runner)}`);
+    }
 
     const now = Date.now();
     return {

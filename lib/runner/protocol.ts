@@ -24,6 +24,11 @@ export const RUNNER_PROTOCOL_VERSION = 1;
 
 export interface ClaimRequest {
   protocol: number;
+  /**
+   * The runner's own name as its launcher recorded it (the ECS task id on
+   * AWS). When the job has a recorded runner, a claim naming another is rejected.
+   */
+  runner?: string;
 }
 
 export type EnvironmentValue = string | number | boolean | null | Array<string | number | boolean | null>;
