@@ -1,6 +1,7 @@
 import type { Context, Hono } from 'hono';
 import type { ServiceContext } from '../context.js';
-import { AuthenticationError, NotFoundError } from '../errors.js';
+import { AuthenticationError } from '../errors.js';
+import { parseId } from './guards.js';
 import { readAuthorizationHeader } from '../auth/tokens.js';
 import {
   authenticateRunner,
@@ -12,6 +13,7 @@ import {
 import type { CompleteRequest, LogUrlRequest, TaskUpdateRequest } from '../runner/protocol.js';
 import type { JobRecord } from '../store/index.js';
 import { readBody } from './body.js';
+import type { ApiEnv } from './env.js';
 
 function requireToken(c: Context): string {
   const token = readAuthorizationHeader(c.req.header('authorization'));
@@ -20,19 +22,12 @@ function requireToken(c: Context): string {
   return token;
 }
 
-function parseId(value: string): number {
-  if (!/^[1-9]\d{0,14}$/.test(value)) throw new NotFoundError(`Job ${JSON.stringify(value)} not found`);
-
-  return Number(value);
-}
-
-async function runnerJob(c: Context, context: ServiceContext): Promise<JobRecord> {
-  return authenticateRunner(context, parseId(c.req.param('id') ?? ''), requireToken(c));
+async function runnerJob(c: Context, context: ServiceContext, options: { forLogUpload?: boolean } = {}): Promise<JobRecord> {
+  return authenticateRunner(context, parseId(c.req.param('id')), requireToken(c), options);
 }
 
 /** Routes of the runner protocol; the types in lib/runner/protocol.ts describe each body. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export function registerRunnerRoutes(app: Hono<any>, context: ServiceContext): void {
+export function registerRunnerRoutes(app: Hono<ApiEnv>, context: ServiceContext): void {
   app.post('/runner/v1/claim', async (c) => {
     const token = requireToken(c);
     const body = await readBody(c);
@@ -41,7 +36,7 @@ export function registerRunnerRoutes(app: Hono<any>, context: ServiceContext): v
   });
 
   app.post('/runner/v1/jobs/:id/log-url', async (c) => {
-    const job = await runnerJob(c, context);
+    const job = await runnerJob(c, context, { forLogUpload: true });
     const body = (await readBody(c)) as unknown as LogUrlRequest;
 
     return c.json(await createLogUploadUrl(context, job, body));

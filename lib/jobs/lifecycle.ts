@@ -17,8 +17,8 @@ export interface FinishOptions {
 
 /**
  * Ends a job: the running task becomes `failed`, the tasks not yet run become
- * `skipped`, every token of the job stops working and its running slot is
- * given back. Returns the job as it is afterwards, and whether this call ended
+ * `skipped`, the job's tokens stop working (but for last log uploads, see
+ * authenticateRunner) and its running slot is given back. Returns the job as it is afterwards, and whether this call ended
  * it; a job that has already ended is left as it is.
  */
 export async function finishJob(
@@ -44,7 +44,6 @@ export async function finishJob(
         return task;
       }),
       jobTokenHash: null,
-      sessionTokenHash: null,
       holdsSlot: false,
       finishedAt: Date.now(),
       failureReason: options.reason ?? current.failureReason,
@@ -69,6 +68,20 @@ export async function finishJob(
   log.info({ status, from: previous.status, reason: options.reason }, 'job finished');
 
   return { job, changed: true };
+}
+
+/**
+ * Cancels a job that has not ended. A running job's runner is stopped with
+ * every process of the build; its running task becomes `failed`.
+ */
+export async function cancelJob(context: ServiceContext, jobId: number): Promise<JobRecord> {
+  const { job, changed } = await finishJob(context, jobId, 'cancelled', {
+    reason: 'The job was cancelled',
+    stopRunner: true,
+  });
+  if (!changed) throw new StateError(`This job has already finished (${job.status})`);
+
+  return job;
 }
 
 /** Moves a pending job to queued and sends it to the queue. */

@@ -84,13 +84,32 @@ export async function claimJob(
   };
 }
 
-/** Checks a runner's session token against the job; throws JobEndedError once the job has ended. */
-export async function authenticateRunner(context: ServiceContext, jobId: number, sessionToken: string): Promise<JobRecord> {
+/**
+ * Time after the service ends a job (cancel, timeout) during which its runner
+ * may still upload logs, so that the output up to the stop is kept. It matches
+ * the time a stopped runner gets before it is killed.
+ */
+export const LAST_UPLOAD_GRACE_MS = 60_000;
+
+/**
+ * Checks a runner's session token against the job. Once the job has ended the
+ * token is rejected with JobEndedError, except for log uploads during
+ * {@link LAST_UPLOAD_GRACE_MS} when `forLogUpload` is set.
+ */
+export async function authenticateRunner(
+  context: ServiceContext,
+  jobId: number,
+  sessionToken: string,
+  options: { forLogUpload?: boolean } = {},
+): Promise<JobRecord> {
   const job = await context.stores.jobs.find(jobId);
   if (!job) throw new NotFoundError(`Job ${jobId} not found`);
-  if (isFinal(job.status)) throw new JobEndedError(`Job ${jobId} has ended (${job.status})`);
   if (job.sessionTokenHash === null || job.sessionTokenHash !== hashToken(sessionToken)) {
     throw new AuthenticationError('Invalid session token for this job');
+  }
+  if (isFinal(job.status)) {
+    const inGrace = job.finishedAt !== null && Date.now() - job.finishedAt < LAST_UPLOAD_GRACE_MS;
+    if (!(options.forLogUpload && inGrace)) throw new JobEndedError(`Job ${jobId} has ended (${job.status})`);
   }
 
   return job;

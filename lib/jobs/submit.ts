@@ -143,6 +143,7 @@ export async function submitJob(context: ServiceContext, principal: Principal, r
     deadline: null,
     finishedAt: null,
     failureReason: null,
+    groupId: null,
     version: 1,
   };
   await jobs.create(job);

@@ -1,11 +1,13 @@
 import { DynamoDBClient, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { GroupStore } from './group-store.js';
 import { JobStore } from './job-store.js';
 import { LockStore } from './lock-store.js';
 import { SlotStore } from './slot-store.js';
 import { TokenStore } from './token-store.js';
 
-export { ConcurrencyError, JobStore, type JobRecord, type TaskRecord } from './job-store.js';
+export { ConcurrencyError, JobStore, type ArtifactRecord, type JobRecord, type TaskRecord } from './job-store.js';
+export { GroupStore, type GroupRecord } from './group-store.js';
 export { LockStore } from './lock-store.js';
 export { SlotStore } from './slot-store.js';
 export { TokenStore, type TokenRecord } from './token-store.js';
@@ -15,6 +17,7 @@ export { ensureTable, tableDefinition, TABLE_KEYS } from './table.js';
 export interface Stores {
   dynamodb: DynamoDBClient;
   jobs: JobStore;
+  groups: GroupStore;
   tokens: TokenStore;
   slots: SlotStore;
   locks: LockStore;
@@ -29,6 +32,7 @@ export function createStores(tableName: string, config: DynamoDBClientConfig = {
   return {
     dynamodb,
     jobs: new JobStore(documents, tableName),
+    groups: new GroupStore(documents, tableName),
     tokens: new TokenStore(documents, tableName),
     slots: new SlotStore(documents, tableName),
     locks: new LockStore(documents, tableName),

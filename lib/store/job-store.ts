@@ -13,6 +13,19 @@ import { isFinal } from '../jobs/state.js';
 import type { Manifest, Trigger } from '../manifest/types.js';
 import { TABLE_KEYS } from './table.js';
 
+/** An uploaded artifact: a file from the build's home, kept in S3. */
+export interface ArtifactRecord {
+  id: number;
+  /** Path as the manifest listed it. */
+  path: string;
+  /** File name, unique within the job. */
+  name: string;
+  /** Object key in the bucket. */
+  key: string;
+  size: number;
+  createdAt: number;
+}
+
 export interface TaskRecord {
   name: string;
   status: TaskStatus;
@@ -56,6 +69,10 @@ export interface JobRecord {
   finishedAt: number | null;
   /** Why the job failed, when the service decided it (runner gone, launch failed). */
   failureReason: string | null;
+  /** Artifacts uploaded after every task succeeded; absent on jobs stored before artifacts existed. */
+  artifacts?: ArtifactRecord[];
+  /** The job group the job belongs to, or null. */
+  groupId: number | null;
   /** Optimistic lock: every write requires the version it read and adds one. */
   version: number;
 }
@@ -68,6 +85,22 @@ export class ConcurrencyError extends KilnError {
 }
 
 const MAX_TRANSITION_ATTEMPTS = 8;
+
+/** Increments the counter `name` and returns its new value; atomic, so no two callers get the same value. */
+export async function nextCounterValue(client: DynamoDBDocumentClient, tableName: string, name: string): Promise<number> {
+  const result = await client.send(
+    new UpdateCommand({
+      TableName: tableName,
+      Key: { pk: 'COUNTER', sk: name },
+      UpdateExpression: 'ADD #value :one',
+      ExpressionAttributeNames: { '#value': 'value' },
+      ExpressionAttributeValues: { ':one': 1 },
+      ReturnValues: 'UPDATED_NEW',
+    }),
+  );
+
+  return Number(result.Attributes?.value);
+}
 
 function jobKey(id: number) {
   return { pk: `JOB#${id}`, sk: 'JOB' };
@@ -110,19 +143,8 @@ export class JobStore extends EventEmitter {
   }
 
   /** Hands out the next job id; one atomic counter, so concurrent submits never share an id. */
-  async nextJobId(): Promise<number> {
-    const result = await this.client.send(
-      new UpdateCommand({
-        TableName: this.tableName,
-        Key: { pk: 'COUNTER', sk: 'jobs' },
-        UpdateExpression: 'ADD #value :one',
-        ExpressionAttributeNames: { '#value': 'value' },
-        ExpressionAttributeValues: { ':one': 1 },
-        ReturnValues: 'UPDATED_NEW',
-      }),
-    );
-
-    return Number(result.Attributes?.value);
+  nextJobId(): Promise<number> {
+    return nextCounterValue(this.client, this.tableName, 'jobs');
   }
 
   async create(job: JobRecord): Promise<void> {
@@ -185,6 +207,32 @@ export class JobStore extends EventEmitter {
     }
 
     throw new ConcurrencyError(`Job ${id} changed ${MAX_TRANSITION_ATTEMPTS} times while this request updated it; try again`);
+  }
+
+  /**
+   * Reads a user's jobs, newest first, starting at id `startId` (inclusive) when
+   * given, one index page at a time. Returns the jobs read and whether more remain.
+   */
+  async *iterateByOwner(owner: string, startId?: number): AsyncGenerator<JobRecord> {
+    const { ownerIndex } = TABLE_KEYS;
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const page = await this.client.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          IndexName: ownerIndex.name,
+          KeyConditionExpression:
+            startId === undefined ? '#pk = :owner' : '#pk = :owner AND #sk <= :start',
+          ExpressionAttributeNames: { '#pk': ownerIndex.partitionKey, ...(startId === undefined ? {} : { '#sk': ownerIndex.sortKey }) },
+          ExpressionAttributeValues: { ':owner': `JOBS#${owner}`, ...(startId === undefined ? {} : { ':start': paddedId(startId) }) },
+          ScanIndexForward: false,
+          ExclusiveStartKey: startKey,
+          Limit: 100,
+        }),
+      );
+      for (const item of page.Items ?? []) yield fromItem(item);
+      startKey = page.LastEvaluatedKey;
+    } while (startKey);
   }
 
   /** Lists the jobs that have not ended, oldest first. */
