@@ -19,16 +19,23 @@ export interface Settings {
   maxRunningPerUser: number;
   /** Whether requests without a token may read public jobs. */
   anonymousRead: boolean;
+  /** Whether webhooks may target loopback and private addresses. */
+  webhookAllowPrivate: boolean;
+  /** SMTP server for trigger email, such as `smtp://user:pass@host:587`; null writes .eml files locally. */
+  smtpUrl: string | null;
+  /** RFC 7662 introspection endpoint that validates bearer tokens; null keeps bearer tokens in the table. */
+  oauthIntrospectionUrl: string | null;
 }
 
 /** Defaults that differ between the local stack and AWS. */
 export interface SettingDefaults {
   maxRunning: number;
   maxRunningPerUser: number;
+  webhookAllowPrivate: boolean;
 }
 
-export const LOCAL_DEFAULTS: SettingDefaults = { maxRunning: 16, maxRunningPerUser: 4 };
-export const AWS_DEFAULTS: SettingDefaults = { maxRunning: 100, maxRunningPerUser: 20 };
+export const LOCAL_DEFAULTS: SettingDefaults = { maxRunning: 16, maxRunningPerUser: 4, webhookAllowPrivate: true };
+export const AWS_DEFAULTS: SettingDefaults = { maxRunning: 100, maxRunningPerUser: 20, webhookAllowPrivate: false };
 
 const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 const SIZE_UNITS: Record<string, number> = {
@@ -96,6 +103,23 @@ export function parseBoolean(name: string, value: string): boolean {
   throw new SettingError(`${name}="${value}" must be true or false`);
 }
 
+/** Parses an absolute URL with one of the given protocols, such as `https:`. */
+export function parseUrl(protocols: readonly string[]) {
+  return (name: string, value: string): string => {
+    let url: URL;
+    try {
+      url = new URL(value.trim());
+    } catch {
+      throw new SettingError(`${name}="${value}" is not a URL: write it in full, such as ${protocols[0]}//host:port/path`);
+    }
+    if (!protocols.includes(url.protocol)) {
+      throw new SettingError(`${name}="${value}" must use ${protocols.join(' or ')}, not ${url.protocol}`);
+    }
+
+    return url.toString();
+  };
+}
+
 function readSetting<T>(
   env: NodeJS.ProcessEnv,
   name: string,
@@ -117,5 +141,8 @@ export function readSettings(env: NodeJS.ProcessEnv, defaults: SettingDefaults):
     maxRunning: readSetting(env, 'KILN_MAX_RUNNING', parseCount, defaults.maxRunning),
     maxRunningPerUser: readSetting(env, 'KILN_MAX_RUNNING_PER_USER', parseCount, defaults.maxRunningPerUser),
     anonymousRead: readSetting(env, 'KILN_ANONYMOUS_READ', parseBoolean, false),
+    webhookAllowPrivate: readSetting(env, 'KILN_WEBHOOK_ALLOW_PRIVATE', parseBoolean, defaults.webhookAllowPrivate),
+    smtpUrl: readSetting<string | null>(env, 'KILN_SMTP_URL', parseUrl(['smtp:', 'smtps:']), null),
+    oauthIntrospectionUrl: readSetting<string | null>(env, 'KILN_OAUTH_INTROSPECTION_URL', parseUrl(['https:', 'http:']), null),
   };
 }

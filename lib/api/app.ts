@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
-import { authenticateToken, readAuthorizationHeader } from '../auth/tokens.js';
+import { TokenIntrospector } from '../auth/introspection.js';
+import { authenticateToken, readPresentedToken, type Principal } from '../auth/tokens.js';
 import type { ServiceContext } from '../context.js';
 import { MAX_BODY_BYTES } from './body.js';
 import type { ApiEnv } from './env.js';
@@ -26,9 +27,15 @@ export function createApp(context: ServiceContext): Hono<ApiEnv> {
       },
     }),
   );
+  const introspector = context.settings.oauthIntrospectionUrl
+    ? new TokenIntrospector(context.settings.oauthIntrospectionUrl, context.logger)
+    : null;
   app.use('/api/*', async (c, next) => {
-    const token = readAuthorizationHeader(c.req.header('authorization'));
-    c.set('principal', token === null ? null : await authenticateToken(context.stores.tokens, token));
+    const presented = readPresentedToken(c.req.header('authorization'));
+    let principal: Principal | null = null;
+    if (presented?.scheme === 'bearer' && introspector) principal = await introspector.introspect(presented.token);
+    else if (presented) principal = await authenticateToken(context.stores.tokens, presented.token);
+    c.set('principal', principal);
     await next();
   });
 

@@ -72,11 +72,17 @@ export async function createToken(
   return { token, record };
 }
 
+/** A token from an `Authorization` header and the scheme it came with. */
+export interface PresentedToken {
+  scheme: 'token' | 'bearer';
+  token: string;
+}
+
 /**
  * Reads the token from an `Authorization` header, in either form that
  * build.sr.ht clients send: `token X` or `Bearer X`. Returns null when the header is absent.
  */
-export function readAuthorizationHeader(header: string | undefined): string | null {
+export function readPresentedToken(header: string | undefined): PresentedToken | null {
   if (header === undefined || header.trim() === '') return null;
 
   const match = /^\s*(token|bearer)\s+(\S+)\s*$/i.exec(header);
@@ -86,7 +92,11 @@ export function readAuthorizationHeader(header: string | undefined): string | nu
     );
   }
 
-  return match[2];
+  return { scheme: match[1].toLowerCase() as PresentedToken['scheme'], token: match[2] };
+}
+
+export function readAuthorizationHeader(header: string | undefined): string | null {
+  return readPresentedToken(header)?.token ?? null;
 }
 
 /** Looks up a token by its hash and rejects unknown, revoked and expired ones. */

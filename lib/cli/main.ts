@@ -2,9 +2,9 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { JobView } from '../api/job-view.js';
-import { createToken, parseScopes } from '../auth/tokens.js';
+import { createToken, parseScopes, validateUserName } from '../auth/tokens.js';
 import { KilnError, ValidationError } from '../errors.js';
-import { createStores } from '../store/index.js';
+import { createStores, type Stores } from '../store/index.js';
 import { ApiClient, ApiError } from './api-client.js';
 import { followJob } from './follow.js';
 
@@ -13,6 +13,10 @@ const USAGE = `Usage: kiln <command> [options]
 Commands:
   token create --user NAME --scopes jobs:read,jobs:write [--expires DAYS] [--table TABLE]
       Create an API token, store its hash and print the token.
+  token list --user NAME [--table TABLE]
+      Print the ids, states and scopes of a user's tokens.
+  token revoke ID [--table TABLE]
+      Revoke a token by the id that "token list" prints.
   submit FILE [--note NOTE] [--tag TAG]... [--no-execute] [--follow]
       Submit a build manifest and print the job's id and URL.
   show ID
@@ -22,7 +26,7 @@ Options for submit and show:
   --url URL      Kiln's API (default: $KILN_URL, else http://127.0.0.1:$KILN_API_PORT or 8080)
   --token TOKEN  API token (default: $KILN_TOKEN, else $KILN_DATA_DIR/token, where npm start writes it)
 
-Options for token create:
+Options for the token commands:
   --table TABLE  DynamoDB table of a deployed Kiln, reached with your AWS credentials
                  (default: the local stack's table at http://127.0.0.1:$KILN_DYNAMODB_PORT or 8082)
 `;
@@ -53,12 +57,22 @@ export async function runCli(argv: string[], out: Write, env: NodeJS.ProcessEnv)
   }
 }
 
+function tokenStores(table: string | undefined, env: NodeJS.ProcessEnv) {
+  if (table) return createStores(table);
+
+  return createStores('kiln', {
+    endpoint: `http://127.0.0.1:${env.KILN_DYNAMODB_PORT || 8082}`,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+    maxAttempts: 1,
+  });
+}
+
 async function runToken(argv: string[], out: Write, env: NodeJS.ProcessEnv): Promise<number> {
   const [action, ...rest] = argv;
-  if (action !== 'create') throw new UsageError(`unknown token command "${action ?? ''}"; use "kiln token create"`);
-
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: rest,
+    allowPositionals: action === 'revoke',
     options: {
       user: { type: 'string' },
       scopes: { type: 'string' },
@@ -66,29 +80,68 @@ async function runToken(argv: string[], out: Write, env: NodeJS.ProcessEnv): Pro
       table: { type: 'string' },
     },
   });
+  const stores = tokenStores(values.table, env);
+  const where = values.table ? `table ${values.table}` : 'the local stack (is "npm start" running?)';
+  try {
+    switch (action) {
+      case 'create':
+        return await createTokenCommand(stores, values, out);
+      case 'list':
+        return await listTokensCommand(stores, values, out);
+      case 'revoke':
+        return await revokeTokenCommand(stores, positionals, out);
+      default:
+        throw new UsageError(`unknown token command "${action ?? ''}"; use create, list or revoke`);
+    }
+  } catch (error) {
+    if (error instanceof KilnError) throw error;
+    throw new Error(`failed to reach the tokens in ${where}: ${(error as Error).message}`, { cause: error });
+  } finally {
+    stores.dynamodb.destroy();
+  }
+}
+
+async function createTokenCommand(
+  stores: Stores,
+  values: { user?: string; scopes?: string; expires?: string },
+  out: Write,
+): Promise<number> {
   if (!values.user) throw new UsageError('--user is required');
   if (!values.scopes) throw new UsageError('--scopes is required, such as --scopes jobs:read,jobs:write');
 
   const scopes = parseScopes(values.scopes);
   const expiresAt = values.expires === undefined ? null : Date.now() + parseDays(values.expires) * 86_400_000;
-  const stores = values.table
-    ? createStores(values.table)
-    : createStores('kiln', {
-        endpoint: `http://127.0.0.1:${env.KILN_DYNAMODB_PORT || 8082}`,
-        region: 'us-east-1',
-        credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-        maxAttempts: 1,
-      });
-  try {
-    const { token } = await createToken(stores.tokens, { user: values.user, scopes, expiresAt });
-    out(`${token}\n`);
-  } catch (error) {
-    if (error instanceof KilnError) throw error;
-    const where = values.table ? `table ${values.table}` : 'the local stack (is "npm start" running?)';
-    throw new Error(`failed to store the token in ${where}: ${(error as Error).message}`, { cause: error });
-  } finally {
-    stores.dynamodb.destroy();
+  const { token } = await createToken(stores.tokens, { user: values.user, scopes, expiresAt });
+  out(`${token}\n`);
+
+  return 0;
+}
+
+async function listTokensCommand(stores: Stores, values: { user?: string }, out: Write): Promise<number> {
+  if (!values.user) throw new UsageError('--user is required');
+
+  const tokens = await stores.tokens.listByUser(validateUserName(values.user));
+  if (tokens.length === 0) out(`No tokens for ${values.user}\n`);
+  for (const token of tokens) {
+    const state = token.revokedAt !== null ? 'revoked' : token.expiresAt !== null && token.expiresAt <= Date.now() ? 'expired' : 'active';
+    const expires = token.expiresAt === null ? 'never' : new Date(token.expiresAt).toISOString();
+    out(`${token.id}  ${state.padEnd(7)}  created ${new Date(token.createdAt).toISOString()}  expires ${expires}  ${token.scopes.join(',')}\n`);
   }
+
+  return 0;
+}
+
+async function revokeTokenCommand(stores: Stores, positionals: string[], out: Write): Promise<number> {
+  if (positionals.length !== 1) throw new UsageError('revoke takes one token id, as "kiln token list" prints it');
+
+  const token = await stores.tokens.findById(positionals[0]);
+  if (!token) throw new UsageError(`no token has the id ${positionals[0]}; "kiln token list --user NAME" prints the ids`);
+  if (token.revokedAt !== null) {
+    out(`Token ${token.id} was already revoked\n`);
+    return 0;
+  }
+  await stores.tokens.revoke(token.hash, Date.now());
+  out(`Revoked token ${token.id} of ${token.user}\n`);
 
   return 0;
 }

@@ -24,8 +24,19 @@ export class TokenStore {
     private readonly tableName: string,
   ) {}
 
+  /**
+   * Stores a token and a pointer from its public id to its hash. The pointer is
+   * written first, so a failure in between leaves only a harmless dangling pointer.
+   */
   async create(token: TokenRecord): Promise<void> {
     const { ownerIndex } = TABLE_KEYS;
+    await this.client.send(
+      new PutCommand({
+        TableName: this.tableName,
+        Item: { pk: `TOKENID#${token.id}`, sk: 'TOKENID', hash: token.hash },
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+    );
     await this.client.send(
       new PutCommand({
         TableName: this.tableName,
@@ -50,6 +61,15 @@ export class TokenStore {
     );
 
     return result.Item ? fromItem(result.Item) : null;
+  }
+
+  async findById(id: string): Promise<TokenRecord | null> {
+    const pointer = await this.client.send(
+      new GetCommand({ TableName: this.tableName, Key: { pk: `TOKENID#${id}`, sk: 'TOKENID' }, ConsistentRead: true }),
+    );
+    if (!pointer.Item) return null;
+
+    return this.findByHash(String(pointer.Item.hash));
   }
 
   /** Lists a user's tokens, oldest first. */
