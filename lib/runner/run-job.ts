@@ -1,0 +1,486 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { renderBuildenv } from './buildenv.js';
+import { JobEndedError, RunnerApiError, RunnerClient } from './client.js';
+import { LogWriter } from './log-writer.js';
+import type { ClaimedJob, LogUrlRequest, RunnerJobStatus, RunnerTaskStatus } from './protocol.js';
+import { checkParsedSource, cloneCommands, parseSource } from './sources.js';
+import {
+  buildEnvironment,
+  completeBuildRequested,
+  describeResult,
+  giveToBuildUser,
+  killProcessGroup,
+  prepareRunnerFiles,
+  resolveBuildUser,
+  runCommand,
+  writeTaskScript,
+  type BuildUser,
+  type RunnerFiles,
+} from './tasks.js';
+
+/** Runner settings, read from its environment. */
+export interface RunnerConfig {
+  /** KILN_API_URL: the service's base URL. */
+  apiUrl: string;
+  /** KILN_JOB_ID */
+  jobId: string;
+  /** KILN_JOB_TOKEN: the one-time token for the claim. */
+  jobToken: string;
+  /** KILN_BUILD_HOME: the build's HOME, created when missing. */
+  buildHome: string;
+  /** KILN_RUNNER_STATE_DIR: where logs are buffered, outside HOME. */
+  stateDir: string;
+  /** KILN_BUILD_USER: run build commands as this user through runuser. */
+  buildUser?: string;
+  /** KILN_RUNNER_NAME: the runner's name as its launcher recorded it, sent with the claim. */
+  runnerName?: string;
+}
+
+/** Exit codes of the runner process. */
+export const EXIT_SUCCESS = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_CLAIM_FAILED = 2;
+
+/** Cause of stopping the job's work before it ran to its end. */
+type StopReason =
+  | { kind: 'timeout' }
+  | { kind: 'signal'; signal: string }
+  | { kind: 'ended'; message: string }
+  | { kind: 'unreachable'; message: string };
+
+/**
+ * Claims the job and runs it to the end. `stop` aborts the work from outside
+ * (main aborts it on SIGTERM or SIGINT, with the signal's name as reason).
+ * Returns the process exit code: 0 when the job succeeded, 1 otherwise, 2
+ * when the claim failed.
+ */
+export async function runJob(config: RunnerConfig, logger: Logger, stop: AbortSignal): Promise<number> {
+  const client = new RunnerClient({ baseUrl: config.apiUrl, logger });
+  let job: ClaimedJob;
+  try {
+    job = (await client.claim(config.jobToken, config.runnerName)).job;
+  } catch (error) {
+    logger.error({ err: errorMessage(error) }, 'claim failed');
+    return EXIT_CLAIM_FAILED;
+  }
+  if (String(job.id) !== config.jobId) {
+    logger.error({ claimedJobId: job.id }, 'claim returned a different job than KILN_JOB_ID');
+    return EXIT_CLAIM_FAILED;
+  }
+  logger.info({ tasks: job.tasks.length, deadline: job.deadline }, 'claimed job');
+  removeRunnerVariables(process.env);
+
+  const run = new JobRun(config, job, client, logger);
+  return run.execute(stop);
+}
+
+/** Removes the runner's own KILN_* and AWS_* variables, so no child process inherits them. */
+export function removeRunnerVariables(environment: NodeJS.ProcessEnv): void {
+  for (const name of Object.keys(environment)) {
+    if (name.startsWith('KILN_') || name.startsWith('AWS_')) {
+      delete environment[name];
+    }
+  }
+}
+
+/** One claimed job: the setup log, sources, tasks and the final report. */
+class JobRun {
+  private readonly controller = new AbortController();
+  private readonly home: string;
+  private user!: BuildUser;
+  private readonly taskStatus = new Map<string, RunnerTaskStatus | 'pending'>();
+  private readonly processGroups: Array<{ task: string; group: number }> = [];
+  private stopReason: StopReason | null = null;
+  private failure: string | null = null;
+  private completedBy: string | null = null;
+  private setup: LogWriter | null = null;
+
+  constructor(
+    private readonly config: RunnerConfig,
+    private readonly job: ClaimedJob,
+    private readonly client: RunnerClient,
+    private readonly logger: Logger,
+  ) {
+    this.home = path.resolve(config.buildHome);
+    for (const task of job.tasks) {
+      this.taskStatus.set(task.name, 'pending');
+    }
+  }
+
+  async execute(externalStop: AbortSignal): Promise<number> {
+    try {
+      await mkdir(path.join(this.config.stateDir, 'logs'), { recursive: true });
+      this.setup = await this.openLog({ log: 'setup' }, 'setup.log', 'setup');
+    } catch (error) {
+      // Without a setup log the job cannot run, but the service still learns why through complete.
+      this.logger.error({ err: errorMessage(error) }, 'failed to create the setup log');
+      this.fail(`the runner failed to create the setup log: ${errorMessage(error)}`);
+      await this.skipPendingTasks();
+      return this.finish();
+    }
+
+    const onExternalStop = (): void => this.stop({ kind: 'signal', signal: String(externalStop.reason ?? 'a signal') });
+    let deadlineTimer: { current: NodeJS.Timeout | undefined } = { current: undefined };
+    try {
+      this.user = resolveBuildUser(this.config.buildUser);
+      this.describeJob();
+      externalStop.addEventListener('abort', onExternalStop, { once: true });
+      deadlineTimer = this.startDeadlineTimer();
+      if (externalStop.aborted) {
+        onExternalStop();
+      }
+
+      const files = await this.prepareHome();
+      if (await this.cloneSources()) {
+        await this.runTasks(files);
+      }
+    } catch (error) {
+      // Protocol errors are handled where they happen, so this catches failures of the runner itself.
+      this.logger.error({ err: errorMessage(error) }, 'runner error');
+      this.line(`Runner error: ${errorMessage(error)}`);
+      this.fail(`runner error: ${errorMessage(error)}`);
+    } finally {
+      clearTimeout(deadlineTimer.current);
+      externalStop.removeEventListener('abort', onExternalStop);
+    }
+
+    await this.skipPendingTasks();
+    await this.stopBackgroundProcesses();
+    return this.finish();
+  }
+
+  private describeJob(): void {
+    const job = this.job;
+    this.line(`Claimed job ${job.id}: image ${job.image}, arch ${job.arch}, ${job.tasks.length} task(s), deadline ${job.deadline}.`);
+    // TODO: the container runner on AWS is meant to install packages, and this note describes the local runner only.
+    this.line(
+      `NOTE: The local runner does not install packages or repositories and does not isolate the image, ` +
+        `so build commands run directly on this machine as user ${this.user.name}.`,
+    );
+    if (job.packages.length > 0) {
+      this.line(`NOTE: Packages not installed: ${job.packages.join(' ')}`);
+    }
+    const repositories = Object.keys(job.repositories);
+    if (repositories.length > 0) {
+      this.line(`NOTE: Repositories not added: ${repositories.join(' ')}`);
+    }
+    if (job.shell) {
+      this.line('NOTE: "shell: true" has no effect, because the local runner offers no SSH access to the build.');
+    }
+    if (job.artifacts.length > 0) {
+      this.line(`NOTE: Artifacts are not collected, because the runner protocol has no route for them: ${job.artifacts.join(' ')}`);
+    }
+  }
+
+  /** Creates HOME, writes `~/.buildenv` and the runner's files under `~/.kiln`. */
+  private async prepareHome(): Promise<RunnerFiles> {
+    await mkdir(this.home, { recursive: true });
+    await giveToBuildUser(this.user, this.home);
+
+    const buildenv = renderBuildenv(this.job);
+    const buildenvPath = path.join(this.home, '.buildenv');
+    const names = Object.keys(this.job.environment);
+    this.line(
+      `Writing ${buildenvPath}: CI, CI_NAME, JOB_ID, JOB_URL` + (names.length > 0 ? ` and ${names.join(', ')}.` : '.'),
+    );
+    if (buildenv.droppedNulIn.length > 0) {
+      this.line(`NOTE: NUL bytes were dropped from ${buildenv.droppedNulIn.join(', ')}, because bash strings cannot contain them.`);
+    }
+    await writeFile(buildenvPath, buildenv.text);
+    await giveToBuildUser(this.user, buildenvPath);
+    return prepareRunnerFiles(this.home, this.user);
+  }
+
+  /** Clones the sources in order. Returns false when one fails, with the reason in the setup log. */
+  private async cloneSources(): Promise<boolean> {
+    const environment = {
+      ...buildEnvironment(this.home, this.user, process.env.PATH),
+      // Without a terminal a credential prompt would wait forever, so private repositories fail at once.
+      GIT_TERMINAL_PROMPT: '0',
+      GIT_SSH_COMMAND: 'ssh -o BatchMode=yes',
+      HGPLAIN: '1',
+    };
+
+    for (const source of this.job.sources) {
+      if (this.controller.signal.aborted) {
+        return false;
+      }
+      const shown = hideUrlPassword(source);
+      const parsed = parseSource(source);
+      const problem = checkParsedSource(parsed);
+      if (problem !== null) {
+        this.line(`Cannot clone source ${shown}: ${problem}.`);
+        this.fail(`source ${shown} is invalid: ${problem}`);
+        return false;
+      }
+
+      for (const argv of cloneCommands(parsed)) {
+        const shownCommand = argv.map((word) => hideUrlPassword(word)).join(' ');
+        this.line(`Cloning ${shown}: ${shownCommand}`);
+        const result = await runCommand({
+          argv,
+          cwd: this.home,
+          env: environment,
+          user: this.user,
+          output: this.requireSetupLog(),
+          signal: this.controller.signal,
+        });
+        if (result.exitCode !== 0) {
+          this.line(`Cloning ${shown} failed (${argv[0]}: ${describeResult(result)}).`);
+          this.fail(`cloning ${shown} failed (${argv[0]}: ${describeResult(result)})`);
+          return false;
+        }
+      }
+    }
+    return true;
+  }
+
+  private async runTasks(files: RunnerFiles): Promise<void> {
+    const environment = buildEnvironment(this.home, this.user, process.env.PATH);
+
+    for (const [index, task] of this.job.tasks.entries()) {
+      if (this.controller.signal.aborted) {
+        return;
+      }
+      if (!(await this.report(task.name, 'running'))) {
+        return;
+      }
+      const script = await writeTaskScript(files, this.user, index, task);
+      const log = await this.openLog({ log: 'task', task: task.name }, `task-${index + 1}.log`, `task ${task.name}`);
+      this.line(`Running task ${task.name}.`);
+      this.logger.info({ task: task.name }, 'task started');
+
+      const result = await runCommand({
+        argv: ['bash', '--login', script],
+        cwd: this.home,
+        env: environment,
+        user: this.user,
+        output: log,
+        signal: this.controller.signal,
+      });
+      if (result.processGroup !== null) {
+        this.processGroups.push({ task: task.name, group: result.processGroup });
+      }
+
+      let status: RunnerTaskStatus;
+      if (this.stopReason !== null) {
+        status = 'failed';
+        log.writeLine(`[kiln] ${this.stopSentence(this.stopReason)} The task was stopped.`);
+        this.line(`Task ${task.name} was stopped (${describeResult(result)}).`);
+      } else if (await completeBuildRequested(files)) {
+        status = 'success';
+        this.completedBy = task.name;
+        this.line(`Task ${task.name} ran complete-build: the job ends as successful and the remaining tasks are skipped.`);
+      } else if (result.exitCode === 0) {
+        status = 'success';
+        this.line(`Task ${task.name} succeeded (exit code 0).`);
+      } else {
+        status = 'failed';
+        this.line(`Task ${task.name} failed (${describeResult(result)}).`);
+        this.fail(`task ${task.name} failed (${describeResult(result)})`);
+      }
+      this.logger.info({ task: task.name, status, result: describeResult(result) }, 'task ended');
+
+      await log.finish();
+      if (!(await this.report(task.name, status)) || status === 'failed' || this.completedBy !== null) {
+        return;
+      }
+    }
+  }
+
+  /**
+   * Reports `failed` for a task that a runner error left `running` and
+   * `skipped` for every task that never ran, as far as the service still
+   * accepts updates.
+   */
+  private async skipPendingTasks(): Promise<void> {
+    const serviceGone = (): boolean => this.stopReason?.kind === 'ended' || this.stopReason?.kind === 'unreachable';
+    const running = [...this.taskStatus].filter(([, status]) => status === 'running').map(([name]) => name);
+    for (const name of running) {
+      if (!serviceGone()) {
+        await this.report(name, 'failed');
+      }
+    }
+
+    const pending = [...this.taskStatus].filter(([, status]) => status === 'pending').map(([name]) => name);
+    if (pending.length === 0) {
+      return;
+    }
+    this.line(`Skipping task(s): ${pending.join(', ')}.`);
+    for (const name of pending) {
+      if (!serviceGone()) {
+        await this.report(name, 'skipped');
+      }
+    }
+  }
+
+  /** Kills process groups that tasks left running in the background, since nothing else ends them locally. */
+  private async stopBackgroundProcesses(): Promise<void> {
+    const results = await Promise.all(
+      this.processGroups.map(async ({ task, group }) => ({ task, killed: await killProcessGroup(group) })),
+    );
+    for (const { task, killed } of results) {
+      if (killed) {
+        this.line(`Stopped background processes that task ${task} left running.`);
+      }
+    }
+  }
+
+  /** Writes the final status, uploads the setup log a last time and completes the job. */
+  private async finish(): Promise<number> {
+    const status = this.finalStatus();
+    if (status === 'success') {
+      this.line(this.completedBy === null ? 'Job succeeded.' : `Job succeeded (complete-build in task ${this.completedBy}).`);
+    } else if (status === 'timeout') {
+      this.line(`Job timed out: the deadline ${this.job.deadline} passed.`);
+    } else if (status === 'failed') {
+      this.line(`Job failed: ${this.failure ?? 'no reason recorded'}.`);
+    } else {
+      this.line('Job ended: the service no longer accepts reports for it, so the runner stops without completing it.');
+    }
+    this.logger.info({ status: status ?? 'ended', reason: this.failure ?? undefined }, 'job finished');
+    await this.setup?.finish();
+
+    if (status === null) {
+      return EXIT_FAILED;
+    }
+    try {
+      await this.client.complete(status === 'failed' ? { status, reason: this.failure ?? undefined } : { status });
+    } catch (error) {
+      this.logger.error({ err: errorMessage(error), status }, 'complete failed');
+      return EXIT_FAILED;
+    }
+    return status === 'success' ? EXIT_SUCCESS : EXIT_FAILED;
+  }
+
+  /** Returns the status for `complete`, or null when the service has already ended the job. */
+  private finalStatus(): RunnerJobStatus | null {
+    switch (this.stopReason?.kind) {
+      case 'ended':
+        return null;
+      case 'timeout':
+        return 'timeout';
+      case 'signal':
+      case 'unreachable':
+        return 'failed';
+      default:
+        return this.failure === null ? 'success' : 'failed';
+    }
+  }
+
+  /** Sends a task update. Returns false when the work must stop because the service rejected the update or could not be reached. */
+  private async report(task: string, status: RunnerTaskStatus): Promise<boolean> {
+    try {
+      await this.client.updateTask(task, status);
+      this.taskStatus.set(task, status);
+      return true;
+    } catch (error) {
+      this.stopAfterServiceError(error);
+      return false;
+    }
+  }
+
+  private stopAfterServiceError(error: unknown): void {
+    if (error instanceof JobEndedError) {
+      this.stop({ kind: 'ended', message: error.message });
+    } else if (error instanceof RunnerApiError) {
+      this.stop({ kind: 'unreachable', message: error.message });
+      this.fail(`the runner could not report to the service: ${error.message}`);
+    } else {
+      throw error;
+    }
+  }
+
+  /** Aborts the work once. Later calls keep the first reason. */
+  private stop(reason: StopReason): void {
+    if (this.stopReason !== null) {
+      return;
+    }
+    this.stopReason = reason;
+    if (reason.kind === 'signal') {
+      this.fail(`the runner received ${reason.signal}`);
+    }
+    this.line(this.stopSentence(reason));
+    this.logger.warn({ reason: reason.kind }, 'stopping the job');
+    this.controller.abort(reason);
+  }
+
+  private stopSentence(reason: StopReason): string {
+    switch (reason.kind) {
+      case 'timeout':
+        return `The job reached its deadline ${this.job.deadline}.`;
+      case 'signal':
+        return `The runner received ${reason.signal} and stops the job.`;
+      case 'ended':
+        return `The service reports that the job has already ended: ${reason.message}.`;
+      case 'unreachable':
+        return `The runner gives up on the service: ${reason.message}.`;
+    }
+  }
+
+  private fail(reason: string): void {
+    this.failure ??= reason;
+  }
+
+  private requireSetupLog(): LogWriter {
+    if (this.setup === null) {
+      throw new Error('the setup log is not open');
+    }
+    return this.setup;
+  }
+
+  private line(text: string): void {
+    this.setup?.writeLine(text);
+  }
+
+  /** Starts a timer that stops the job at its deadline, re-arming it to get past setTimeout's limit of about 24.8 days. */
+  private startDeadlineTimer(): { current: NodeJS.Timeout | undefined } {
+    const deadline = Date.parse(this.job.deadline);
+    const handle: { current: NodeJS.Timeout | undefined } = { current: undefined };
+    if (Number.isNaN(deadline)) {
+      this.line(`NOTE: The deadline ${JSON.stringify(this.job.deadline)} is not a timestamp, so the runner sets no time limit.`);
+      return handle;
+    }
+    const arm = (): void => {
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) {
+        this.stop({ kind: 'timeout' });
+        return;
+      }
+      handle.current = setTimeout(arm, Math.min(remaining, 2 ** 31 - 1));
+    };
+    arm();
+    return handle;
+  }
+
+  private openLog(request: LogUrlRequest, fileName: string, name: string): Promise<LogWriter> {
+    return LogWriter.open({
+      name,
+      file: path.join(this.config.stateDir, 'logs', fileName),
+      maxBytes: this.job.logMaxBytes,
+      logger: this.logger,
+      requestUploadUrl: async () => {
+        try {
+          return await this.client.logUrl(request);
+        } catch (error) {
+          if (error instanceof JobEndedError) {
+            this.stop({ kind: 'ended', message: error.message });
+          }
+          throw error;
+        }
+      },
+      shouldRetry: (error) => !(error instanceof RunnerApiError && error.status !== null && error.status < 500 && error.status !== 429),
+    });
+  }
+}
+
+/** Replaces the password in a URL's user info with `***`, because the setup log is shown to readers of the job. */
+export function hideUrlPassword(text: string): string {
+  return text.replace(/(\/\/[^/@:\s]*:)[^/@\s]*@/g, '$1***@');
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
