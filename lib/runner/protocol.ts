@@ -86,3 +86,57 @@ export interface CompleteRequest {
   /** Why the job failed, for the service's own log lines; the setup log already says it. */
   reason?: string;
 }
+
+/**
+ * `POST /runner/v1/jobs/:id/artifacts`: asks for a presigned PUT URL for one
+ * artifact, after every task succeeded. The size is part of the signature, so
+ * the upload must send exactly `size` bytes. An artifact is never overwritten:
+ * asking twice for one name is a 400.
+ */
+export interface ArtifactUrlRequest {
+  /** The path as the manifest lists it. */
+  path: string;
+  /** Size of the file in bytes; at most {@link MAX_ARTIFACT_BYTES}. */
+  size: number;
+}
+
+export interface ArtifactUrlResponse {
+  url: string;
+  headers: Record<string, string>;
+  expiresAt: string;
+}
+
+/**
+ * `POST /runner/v1/jobs/:id/artifacts/uploaded`: reports that an artifact's
+ * upload finished; the service checks the object's size and lists the artifact.
+ * Returns `{}`.
+ */
+export interface ArtifactUploadedRequest {
+  path: string;
+}
+
+export const MAX_ARTIFACT_BYTES = 1024 ** 3;
+
+export type SecretType = 'ssh_key' | 'pgp_key' | 'plaintext_file';
+
+/** One secret as the runner receives it. */
+export interface RunnerSecret {
+  id: string;
+  name: string;
+  type: SecretType;
+  /** The secret's bytes, base64 encoded. */
+  value: string;
+  /** For `plaintext_file`: where to write it; `~/` means the build user's home. */
+  path?: string;
+  /** For `plaintext_file`: the file mode, such as 0o600. */
+  mode?: number;
+}
+
+/**
+ * `POST /runner/v1/jobs/:id/secrets`: returns the owner's secrets that the
+ * manifest names, once per job and before sources are cloned; a second call is
+ * a 409. Empty when the job was submitted with `secrets: false`.
+ */
+export interface SecretsResponse {
+  secrets: RunnerSecret[];
+}
