@@ -3,7 +3,12 @@ import type { Launcher } from './launchers/launcher.js';
 import type { Logger } from './logger.js';
 import type { LogStore } from './logs/log-store.js';
 import type { JobQueue } from './queue/job-queue.js';
-import type { Stores } from './store/index.js';
+import type { JobRecord, Stores } from './store/index.js';
+
+/** Receives every job that has just ended, once per job; triggers run from here. */
+export interface JobEndListener {
+  jobEnded(job: JobRecord): Promise<void>;
+}
 
 /** Everything the handlers use, built once per process by the local stack or a Lambda entry point. */
 export interface ServiceContext {
@@ -13,6 +18,8 @@ export interface ServiceContext {
   queue: JobQueue;
   launcher: Launcher;
   logger: Logger;
+  /** Told about each job that ends; errors it throws are logged, never passed on. */
+  jobEnd: JobEndListener;
   /** The API's public base URL without a trailing slash, such as `http://127.0.0.1:8080`. */
   publicUrl: string;
 }

@@ -125,6 +125,8 @@ async function startServices(options: LocalStackOptions, parts: Parts): Promise<
     queue,
     launcher,
     logger,
+    // TODO: run the job's triggers once they exist; until then an ended job needs nothing more.
+    jobEnd: { jobEnded: async () => undefined },
     publicUrl: apiUrl,
   };
   const serviceContext = context;

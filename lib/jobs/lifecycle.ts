@@ -66,6 +66,9 @@ export async function finishJob(
     });
   }
   log.info({ status, from: previous.status, reason: options.reason }, 'job finished');
+  await context.jobEnd.jobEnded(job).catch((error: unknown) => {
+    log.error({ err: error }, 'failed to hand the ended job to its triggers');
+  });
 
   return { job, changed: true };
 }
