@@ -17,6 +17,18 @@ export interface GroupRequest {
   execute: boolean;
 }
 
+/**
+ * Reads one job id: a positive whole JSON number, or the digits of one as
+ * form-encoded bodies send them. Returns null for anything else, such as
+ * `true`, `[5]` or `"0x5"`, which Number() would turn into an id.
+ */
+function readJobId(value: unknown): number | null {
+  if (typeof value === 'number') return Number.isSafeInteger(value) && value > 0 ? value : null;
+  if (typeof value === 'string' && /^[1-9]\d{0,14}$/.test(value)) return Number(value);
+
+  return null;
+}
+
 /** Validates a `POST /api/job-group` body; `execute` defaults to false, as on build.sr.ht. */
 export function validateGroupRequest(body: Record<string, unknown>): GroupRequest {
   const errors: FieldError[] = [];
@@ -27,9 +39,10 @@ export function validateGroupRequest(body: Record<string, unknown>): GroupReques
   } else if (rawJobs.length > MAX_GROUP_JOBS) {
     errors.push({ field: 'jobs', reason: `a group holds at most ${MAX_GROUP_JOBS} jobs, not ${rawJobs.length}` });
   } else {
-    jobIds = rawJobs.map(Number);
-    const bad = rawJobs.find((value, index) => !Number.isSafeInteger(jobIds[index]) || jobIds[index] < 1 || value === '');
-    if (bad !== undefined) errors.push({ field: 'jobs', reason: `${JSON.stringify(bad)} is not a job id` });
+    const ids = rawJobs.map(readJobId);
+    const badIndex = ids.findIndex((id) => id === null);
+    if (badIndex !== -1) errors.push({ field: 'jobs', reason: `${JSON.stringify(rawJobs[badIndex])} is not a job id` });
+    jobIds = ids.filter((id): id is number => id !== null);
     if (new Set(jobIds).size !== jobIds.length) errors.push({ field: 'jobs', reason: 'a job id is listed twice' });
   }
 
