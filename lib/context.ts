@@ -3,6 +3,7 @@ import type { Launcher } from './launchers/launcher.js';
 import type { Logger } from './logger.js';
 import type { LogStore } from './logs/log-store.js';
 import type { JobQueue } from './queue/job-queue.js';
+import type { SecretCipher } from './secrets/cipher.js';
 import type { JobRecord, Stores } from './store/index.js';
 
 /** Receives every job that has just ended, once per job; triggers run from here. */
@@ -18,6 +19,8 @@ export interface ServiceContext {
   queue: JobQueue;
   launcher: Launcher;
   logger: Logger;
+  /** Encrypts secrets at rest: a key file locally, KMS on AWS. */
+  secretCipher: SecretCipher;
   /** Told about each job that ends; errors it throws are logged, never passed on. */
   jobEnd: JobEndListener;
   /** The API's public base URL without a trailing slash, such as `http://127.0.0.1:8080`. */

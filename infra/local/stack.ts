@@ -17,6 +17,7 @@ import { DynamoLogLock, LogStore } from '../../lib/logs/log-store.js';
 import { createStores, ensureTable, type JobRecord } from '../../lib/store/index.js';
 import { LOCAL_CREDENTIALS, LOCAL_REGION, startDynalite, startS3rver, type LocalServer } from './aws-local.js';
 import { MemoryQueue } from './memory-queue.js';
+import { LocalKeyCipher } from '../../lib/secrets/cipher.js';
 
 export const TABLE_NAME = 'kiln';
 export const BUCKET_NAME = 'kiln-data';
@@ -125,6 +126,7 @@ async function startServices(options: LocalStackOptions, parts: Parts): Promise<
     queue,
     launcher,
     logger,
+    secretCipher: await LocalKeyCipher.fromFile(path.join(dataDir, 'secret-key')),
     // TODO: run the job's triggers once they exist; until then an ended job needs nothing more.
     jobEnd: { jobEnded: async () => undefined },
     publicUrl: apiUrl,

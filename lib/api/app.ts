@@ -9,6 +9,7 @@ import { errorResponse, handleError } from './errors.js';
 import { registerGroupRoutes } from './group-routes.js';
 import { registerJobRoutes } from './job-routes.js';
 import { registerRunnerRoutes } from './runner-routes.js';
+import { registerSecretRoutes } from './secret-routes.js';
 
 /** Builds the HTTP app that serves build.sr.ht's REST API and the runner protocol, on Lambda and locally. */
 export function createApp(context: ServiceContext): Hono<ApiEnv> {
@@ -41,6 +42,7 @@ export function createApp(context: ServiceContext): Hono<ApiEnv> {
 
   registerJobRoutes(app, context);
   registerGroupRoutes(app, context);
+  registerSecretRoutes(app, context);
   registerRunnerRoutes(app, context);
 
   return app;

@@ -10,7 +10,14 @@ import {
   createLogUploadUrl,
   updateTask,
 } from '../jobs/runner-session.js';
-import type { CompleteRequest, LogUrlRequest, TaskUpdateRequest } from '../runner/protocol.js';
+import { fetchJobSecrets, recordArtifact, requestArtifactUpload } from '../jobs/runner-files.js';
+import type {
+  ArtifactUploadedRequest,
+  ArtifactUrlRequest,
+  CompleteRequest,
+  LogUrlRequest,
+  TaskUpdateRequest,
+} from '../runner/protocol.js';
 import type { JobRecord } from '../store/index.js';
 import { readBody } from './body.js';
 import type { ApiEnv } from './env.js';
@@ -45,6 +52,25 @@ export function registerRunnerRoutes(app: Hono<ApiEnv>, context: ServiceContext)
   app.post('/runner/v1/jobs/:id/tasks/:name', async (c) => {
     const job = await runnerJob(c, context);
     await updateTask(context, job.id, c.req.param('name'), (await readBody(c)) as unknown as TaskUpdateRequest);
+
+    return c.json({});
+  });
+
+  app.post('/runner/v1/jobs/:id/secrets', async (c) => {
+    const job = await runnerJob(c, context);
+
+    return c.json(await fetchJobSecrets(context, job));
+  });
+
+  app.post('/runner/v1/jobs/:id/artifacts', async (c) => {
+    const job = await runnerJob(c, context);
+
+    return c.json(await requestArtifactUpload(context, job, (await readBody(c)) as unknown as ArtifactUrlRequest));
+  });
+
+  app.post('/runner/v1/jobs/:id/artifacts/uploaded', async (c) => {
+    const job = await runnerJob(c, context);
+    await recordArtifact(context, job, (await readBody(c)) as unknown as ArtifactUploadedRequest);
 
     return c.json({});
   });

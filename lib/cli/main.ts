@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { JobView } from '../api/job-view.js';
+import type { SecretView } from '../secrets/secrets.js';
 import { createToken, parseScopes, validateUserName } from '../auth/tokens.js';
 import { KilnError, ValidationError } from '../errors.js';
 import { createStores, type Stores } from '../store/index.js';
@@ -21,8 +22,14 @@ Commands:
       Submit a build manifest and print the job's id and URL.
   show ID
       Print a job's state and its tasks.
+  secret add --name NAME --type ssh_key|pgp_key|plaintext_file [--path PATH --mode MODE] FILE
+      Store the contents of FILE as an encrypted secret and print its id.
+  secret list
+      Print the ids, names and types of your secrets.
+  secret rm ID
+      Delete a secret.
 
-Options for submit and show:
+Options for submit, show and secret:
   --url URL      Kiln's API (default: $KILN_URL, else http://127.0.0.1:$KILN_API_PORT or 8080)
   --token TOKEN  API token (default: $KILN_TOKEN, else $KILN_DATA_DIR/token, where npm start writes it)
 
@@ -52,6 +59,8 @@ export async function runCli(argv: string[], out: Write, env: NodeJS.ProcessEnv)
       return runSubmit(rest, out, env);
     case 'show':
       return runShow(rest, out, env);
+    case 'secret':
+      return runSecret(rest, out, env);
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
@@ -216,6 +225,58 @@ async function runShow(argv: string[], out: Write, env: NodeJS.ProcessEnv): Prom
   for (const task of job.tasks) out(`  task ${task.name.padEnd(24)} ${task.status}\n`);
 
   return 0;
+}
+
+async function runSecret(argv: string[], out: Write, env: NodeJS.ProcessEnv): Promise<number> {
+  const [action, ...rest] = argv;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      name: { type: 'string' },
+      type: { type: 'string' },
+      path: { type: 'string' },
+      mode: { type: 'string' },
+      url: { type: 'string' },
+      token: { type: 'string' },
+    },
+  });
+  const client = await clientFrom(values, env);
+
+  switch (action) {
+    case 'add': {
+      if (positionals.length !== 1) throw new UsageError('secret add takes one file with the secret value');
+      const value = await readFile(positionals[0]).catch((error: NodeJS.ErrnoException) => {
+        throw new UsageError(`cannot read ${positionals[0]}: ${error.code ?? error.message}`);
+      });
+      const secret = await client.request<SecretView>('POST', '/api/secrets', {
+        name: values.name,
+        type: values.type,
+        path: values.path,
+        mode: values.mode,
+        secret_base64: value.toString('base64'),
+      });
+      out(`${secret.id}\n`);
+      return 0;
+    }
+    case 'list': {
+      const page = await client.request<{ results: SecretView[] }>('GET', '/api/secrets');
+      if (page.results.length === 0) out('No secrets\n');
+      for (const secret of page.results) {
+        const file = secret.path ? `  ${secret.path} (${secret.mode})` : '';
+        out(`${secret.id}  ${secret.type.padEnd(14)}  ${secret.name}${file}\n`);
+      }
+      return 0;
+    }
+    case 'rm': {
+      if (positionals.length !== 1) throw new UsageError('secret rm takes one secret id, as "kiln secret list" prints it');
+      await client.request('DELETE', `/api/secrets/${encodeURIComponent(positionals[0])}`);
+      out(`Deleted secret ${positionals[0]}\n`);
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown secret command "${action ?? ''}"; use add, list or rm`);
+  }
 }
 
 /** Runs the CLI on the process's arguments and sets the exit code. */

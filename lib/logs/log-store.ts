@@ -1,4 +1,4 @@
-import { GetObjectCommand, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, NoSuchKey, NotFound, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -50,6 +50,35 @@ export class LogStore {
       headers: { 'content-type': LOG_CONTENT_TYPE },
       expiresAt: new Date(Date.now() + LOG_UPLOAD_URL_TTL_SECONDS * 1000).toISOString(),
     };
+  }
+
+  /**
+   * Signs a PUT URL for an artifact with its size in the signature, so S3
+   * accepts exactly that many bytes.
+   */
+  async presignArtifactPut(key: string, size: number): Promise<{ url: string; headers: Record<string, string>; expiresAt: string }> {
+    const url = await getSignedUrl(
+      this.s3,
+      new PutObjectCommand({ Bucket: this.bucket, Key: key, ContentLength: size, ContentType: 'application/octet-stream' }),
+      { expiresIn: LOG_UPLOAD_URL_TTL_SECONDS, signableHeaders: new Set(['content-length', 'content-type']) },
+    );
+
+    return {
+      url,
+      headers: { 'content-length': String(size), 'content-type': 'application/octet-stream' },
+      expiresAt: new Date(Date.now() + LOG_UPLOAD_URL_TTL_SECONDS * 1000).toISOString(),
+    };
+  }
+
+  /** Returns an object's size in bytes, or null when it does not exist. */
+  async objectSize(key: string): Promise<number | null> {
+    try {
+      const head = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return head.ContentLength ?? 0;
+    } catch (error) {
+      if (error instanceof NotFound || error instanceof NoSuchKey) return null;
+      throw new Error(`failed to read the size of ${key}`, { cause: error });
+    }
   }
 
   /** Reads a whole log; returns an empty string when it does not exist yet. */

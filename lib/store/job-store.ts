@@ -71,6 +71,8 @@ export interface JobRecord {
   failureReason: string | null;
   /** Artifacts uploaded after every task succeeded; absent on jobs stored before artifacts existed. */
   artifacts?: ArtifactRecord[];
+  /** When the runner fetched the job's secrets; they are handed out once. */
+  secretsFetchedAt?: number;
   /** The job group the job belongs to, or null. */
   groupId: number | null;
   /** Optimistic lock: every write requires the version it read and adds one. */
