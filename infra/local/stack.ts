@@ -48,7 +48,7 @@ export interface LocalStack {
   token: string;
   /** Whether this start created the token. */
   tokenCreated: boolean;
-  /** What the start found of an earlier run: jobs it failed and jobs it queued again. */
+  /** Jobs of an earlier run that this start failed or queued again. */
   recovered: { failed: number[]; requeued: number[] };
   close(): Promise<void>;
 }
@@ -186,7 +186,7 @@ async function ensureLocalToken(context: ServiceContext, dataDir: string): Promi
   return { token, created: true };
 }
 
-/** A runner that exits before reporting its job's end leaves the job failed, with the exit in the setup log. */
+/** Fails the job of a runner that exited before reporting the job's end, with the exit in the setup log. */
 async function failJobOfExitedRunner(
   context: ServiceContext,
   jobId: number,

@@ -73,7 +73,7 @@ export function validateGroupRequest(body: Record<string, unknown>): GroupReques
 
 /**
  * Creates a group from the caller's pending jobs. Each job joins with a
- * conditional write, so a job never ends up in two groups; when one job
+ * conditional write, so a job never ends up in two groups. When one job
  * cannot join, the jobs that already joined are released and nothing is created.
  */
 export async function createGroup(context: ServiceContext, principal: Principal, request: GroupRequest): Promise<GroupRecord> {

@@ -49,7 +49,7 @@ export interface JobRecord {
   /** Whether the runner receives the owner's secrets that the manifest names. */
   secretsEnabled: boolean;
   tasks: TaskRecord[];
-  /** What runs the job (an ECS task id, or `local`); null until dispatched. */
+  /** Name of the job's runner (an ECS task id, or `local`); null until dispatched. */
   runner: string | null;
   /** Number of launches tried. */
   dispatchAttempt: number;
@@ -67,7 +67,7 @@ export interface JobRecord {
   /** When the job times out, ms since the epoch; set at the claim. */
   deadline: number | null;
   finishedAt: number | null;
-  /** Why the job failed, when the service decided it (runner gone, launch failed). */
+  /** Reason the service gave when it failed the job (runner gone, launch failed), or null. */
   failureReason: string | null;
   /** Artifacts uploaded after every task succeeded; absent on jobs stored before artifacts existed. */
   artifacts?: ArtifactRecord[];
@@ -177,8 +177,8 @@ export class JobStore extends EventEmitter {
 
   /**
    * Applies `change` to the current job and writes the result on condition
-   * that nobody wrote in between, retrying with a fresh read when somebody
-   * did. `change` throws to reject the move, or returns null to leave the job
+   * that no other write came in between. After a conflicting write it retries
+   * with a fresh read. `change` throws to reject the move, or returns null to leave the job
    * as it is. Returns the job as written, or as read when nothing changed.
    */
   async transition(id: number, change: (job: JobRecord) => JobRecord | null): Promise<JobRecord> {
