@@ -5,7 +5,7 @@ import { validateTriggers } from '../manifest/index.js';
 import type { GroupRecord, JobRecord } from '../store/index.js';
 import { cancelJob, startJob } from './lifecycle.js';
 import { isFinal } from './state.js';
-import { MAX_NOTE_LENGTH } from './submit.js';
+import { MAX_NOTE_LENGTH, MAX_STORED_REQUEST_BYTES } from './submit.js';
 
 /** Most jobs one group may hold. */
 export const MAX_GROUP_JOBS = 100;
@@ -67,6 +67,14 @@ export function validateGroupRequest(body: Record<string, unknown>): GroupReques
     errors.push({ field: 'execute', reason: `execute must be true or false, not ${JSON.stringify(body.execute)}` });
   }
   if (errors.length > 0) throw new ValidationError(errors);
+
+  const size = Buffer.byteLength(JSON.stringify({ jobIds, note, triggers }), 'utf8');
+  if (size > MAX_STORED_REQUEST_BYTES) {
+    throw ValidationError.of(
+      'triggers',
+      `The job group takes ${size} bytes to store, but the limit is ${MAX_STORED_REQUEST_BYTES}. Send fewer triggers.`,
+    );
+  }
 
   return { jobIds, note, triggers, execute };
 }

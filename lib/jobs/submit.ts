@@ -6,6 +6,12 @@ import type { Manifest, Trigger } from '../manifest/types.js';
 import type { JobRecord } from '../store/index.js';
 
 export const MAX_NOTE_LENGTH = 4096;
+/**
+ * Largest request accepted, in bytes of the JSON of the parts that are stored
+ * with the job or group. DynamoDB rejects items over 400 KiB, and a job gains
+ * fields later (runner, artifacts, failure reason), so the limit leaves room.
+ */
+export const MAX_STORED_REQUEST_BYTES = 300 * 1024;
 const TAG = /^[A-Za-z0-9_.:-]+$/;
 const ACCESS_NAME = /^~?([a-z_][a-z0-9_-]{0,63}|\*)$/;
 
@@ -57,6 +63,16 @@ export function validateJobRequest(body: Record<string, unknown>): JobRequest {
     secrets: collect(() => readBoolean('secrets', body.secrets, true), true),
   };
   if (errors.length > 0 || spec === null) throw new ValidationError(errors);
+
+  // Aliases let a 16 KiB manifest expand to megabytes, and tags, access lists and triggers have no count limit.
+  const size = Buffer.byteLength(JSON.stringify({ manifest, spec, ...request }), 'utf8');
+  if (size > MAX_STORED_REQUEST_BYTES) {
+    throw ValidationError.of(
+      undefined,
+      `The job takes ${size} bytes to store, but the limit is ${MAX_STORED_REQUEST_BYTES}. ` +
+        'Send fewer or shorter tags, access names or triggers, or a manifest whose aliases expand to less text.',
+    );
+  }
 
   return { manifest: manifest as string, spec, ...request };
 }
