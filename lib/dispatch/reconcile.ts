@@ -1,6 +1,7 @@
 import type { ServiceContext } from '../context.js';
 import { finishJob } from '../jobs/lifecycle.js';
 import { releaseDispatch } from './dispatch-job.js';
+import { describeTaskStop, type RunnerState } from './task-stopped.js';
 
 /** Time past a job's deadline that its runner gets to report `timeout` itself before the service does. */
 export const TIMEOUT_GRACE_MS = 30_000;
@@ -54,4 +55,95 @@ export async function recoverAfterRestart(context: ServiceContext): Promise<{ fa
   await context.stores.slots.reset(new Map());
 
   return { failed, requeued };
+}
+
+/**
+ * Time a queued job may go without a dispatch, while a running slot is free
+ * for it, before its queue message counts as lost. A live message is looked
+ * at every few seconds while its job waits for a slot.
+ */
+export const LOST_MESSAGE_AFTER_MS = 5 * 60_000;
+
+/**
+ * Sends the queue message again for queued jobs that have gone without a
+ * dispatch for {@link LOST_MESSAGE_AFTER_MS} although the running limits
+ * leave room for them. Jobs over a limit are skipped, because their message
+ * is still going round. Returns the ids of the jobs sent again.
+ */
+export async function requeueLostJobs(context: ServiceContext, now = Date.now()): Promise<number[]> {
+  const active = await context.stores.jobs.listActive();
+  const runningByOwner = new Map<string, number>();
+  let running = 0;
+  for (const job of active) {
+    if (!job.holdsSlot) continue;
+    running += 1;
+    runningByOwner.set(job.owner, (runningByOwner.get(job.owner) ?? 0) + 1);
+  }
+
+  const requeued: number[] = [];
+  for (const job of active) {
+    if (job.status !== 'queued' || job.dispatchedAt !== null) continue;
+    if (now - job.updatedAt < LOST_MESSAGE_AFTER_MS) continue;
+
+    const ownerRunning = runningByOwner.get(job.owner) ?? 0;
+    if (running >= context.settings.maxRunning || ownerRunning >= context.settings.maxRunningPerUser) continue;
+
+    await context.queue.send(job.id);
+    requeued.push(job.id);
+    context.logger.warn({ jobId: job.id, queuedForMs: now - job.updatedAt }, 'queued job had no dispatch; sent to the queue again');
+  }
+
+  return requeued;
+}
+
+/** Reports the state of runner tasks; the ECS launcher on AWS. */
+export interface RunnerInspector {
+  describeRunners(runners: readonly string[]): Promise<Map<string, RunnerState>>;
+}
+
+/**
+ * Time after a launch before a runner that ECS reports as missing counts as
+ * gone, because ECS's read API is eventually consistent and may not list a
+ * task that was just started.
+ */
+export const RUNNER_LOOKUP_GRACE_MS = 2 * 60_000;
+
+/**
+ * Fails the jobs whose runner task has stopped or is gone without the runner
+ * reporting the job's end, for example when the task-stopped event was lost.
+ * Returns the ids of the jobs it failed.
+ */
+export async function failJobsOfLostRunners(
+  context: ServiceContext,
+  inspector: RunnerInspector,
+  now = Date.now(),
+): Promise<number[]> {
+  const candidates = (await context.stores.jobs.listActive()).filter(
+    (job) =>
+      (job.status === 'running' || job.status === 'queued') &&
+      job.runner !== null &&
+      job.dispatchedAt !== null &&
+      job.dispatchedAt + RUNNER_LOOKUP_GRACE_MS < now,
+  );
+  if (candidates.length === 0) return [];
+
+  const states = await inspector.describeRunners(candidates.map((job) => job.runner as string));
+  const failed: number[] = [];
+  for (const job of candidates) {
+    const runner = job.runner as string;
+    const state = states.get(runner);
+    if (state === undefined || state.state === 'active') continue;
+
+    const reason =
+      state.state === 'stopped'
+        ? describeTaskStop(state.task)
+        : `The build's container is gone: ECS no longer knows its task ${runner}, and the runner never reported the job's end`;
+    const { changed } = await finishJob(context, job.id, 'failed', { reason, from: [job.status] });
+    if (changed) {
+      failed.push(job.id);
+      context.logger.warn({ jobId: job.id, runner, state: state.state }, 'runner task is gone; job failed');
+    }
+  }
+
+  return failed;
 }
