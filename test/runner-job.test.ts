@@ -16,6 +16,8 @@ import {
   type FakeRunnerApiOptions,
   type RunnerFolders,
 } from './support/fake-runner-api.js';
+import { startGitDaemon } from './support/git-daemon.js';
+import { startHgServe } from './support/hg-serve.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 
@@ -365,11 +367,14 @@ describe('runner', () => {
     git(work, 'checkout', '-q', 'main');
     await writeFile(path.join(work, 'version'), 'two');
     git(work, 'commit', '-q', '-am', 'two');
-    const bare = path.join(root, 'project.git');
-    git(root, 'clone', '-q', '--bare', work, bare);
+    const served = path.join(root, 'served');
+    git(root, 'clone', '-q', '--bare', work, path.join(served, 'project.git'));
+    const daemon = await startGitDaemon(served);
+    cleanups.push(() => daemon.close());
+    const url = `${daemon.url}/project.git`;
 
     const { api, folders } = await setUp({
-      sources: [`file://${bare}`, `branch::file://${bare}#feature`, `tagged::${bare}#v1`, `pinned::git+file://${bare}#${firstCommit}`],
+      sources: [url, `branch::${url}#feature`, `tagged::${url}#v1`, `pinned::${url}#${firstCommit}`],
       tasks: [{ name: 'read', script: 'cat project/version branch/version tagged/version pinned/version > ~/versions' }],
     });
 
@@ -378,7 +383,7 @@ describe('runner', () => {
     expect(result.code).toBe(0);
     expect(await readFile(path.join(folders.home, 'versions'), 'utf8')).toBe('twofeatureoneone');
     const setup = await setupLog(api);
-    expect(setup).toContain(`Cloning file://${bare}: git clone --recursive -- file://${bare} project`);
+    expect(setup).toContain(`Cloning ${url}: git clone --recursive -- ${url} project`);
     expect(setup).toContain(`git -C pinned checkout -q ${firstCommit} --`);
   });
 
@@ -393,9 +398,11 @@ describe('runner', () => {
     hg('tag', '-u', 'tester', 'first');
     await writeFile(path.join(repository, 'version'), 'two');
     hg('commit', '-u', 'tester', '-m', 'two');
+    const server = await startHgServe(repository);
+    cleanups.push(() => server.close());
 
     const { api, folders } = await setUp({
-      sources: [`hg+file://${repository}`, `old::hg+${repository}#first`],
+      sources: [`hg+${server.url}`, `old::hg+${server.url}#first`],
       tasks: [{ name: 'read', script: 'cat hgproject/version old/version > ~/versions' }],
     });
 
@@ -403,14 +410,16 @@ describe('runner', () => {
 
     expect(result.code).toBe(0);
     expect(await readFile(path.join(folders.home, 'versions'), 'utf8')).toBe('twoone');
-    expect(await setupLog(api)).toContain(`hg clone --noninteractive -- file://${repository} hgproject`);
+    expect(await setupLog(api)).toContain(`hg clone --noninteractive -- ${server.url} hgproject`);
   });
 
   it('fails the job when a clone fails', async () => {
     const root = await temporaryFolder();
-    const missing = path.join(root, 'missing.git');
+    const daemon = await startGitDaemon(root);
+    cleanups.push(() => daemon.close());
+    const missing = `${daemon.url}/missing.git`;
     const { api, folders } = await setUp({
-      sources: [`file://${missing}`],
+      sources: [missing],
       tasks: [{ name: 'never', script: 'touch ~/never-ran' }],
     });
 
@@ -423,7 +432,44 @@ describe('runner', () => {
     expect(existsSync(path.join(folders.home, 'never-ran'))).toBe(false);
     const setup = await setupLog(api);
     expect(setup).toMatch(/fatal: .*missing\.git/);
-    expect(setup).toContain(`Cloning file://${missing} failed (git: exit code 128).`);
+    expect(setup).toContain(`Cloning ${missing} failed (git: exit code 128).`);
+  });
+
+  it('rejects file URLs and plain paths', async () => {
+    const root = await temporaryFolder();
+    const bare = path.join(root, 'local.git');
+    git(root, 'init', '-q', '--bare', bare);
+
+    for (const source of [`file://${bare}`, bare]) {
+      const { api, folders } = await setUp({
+        sources: [source],
+        tasks: [{ name: 'never', script: 'touch ~/never-ran' }],
+      });
+
+      const result = await runRunner(api, folders);
+
+      expect(result.code, source).toBe(1);
+      expect(api.violations, source).toEqual([]);
+      expect(api.taskStatus('never'), source).toBe('skipped');
+      expect(api.completion?.status, source).toBe('failed');
+      expect(api.completion?.reason, source).toContain(`source ${source} is invalid`);
+      expect(existsSync(path.join(folders.home, 'never-ran')), source).toBe(false);
+      expect(existsSync(path.join(folders.home, 'local')), source).toBe(false);
+      expect(await setupLog(api), source).toContain(`Cannot clone source ${source}: Source ${JSON.stringify(source)}`);
+    }
+  });
+
+  it('hides a URL password in an invalid source', async () => {
+    const source = 'ftp://builder:hunter2-password@127.0.0.1/repo';
+    const { api, folders } = await setUp({ sources: [source], tasks: [{ name: 'never', script: 'true' }] });
+
+    const result = await runRunner(api, folders);
+
+    expect(result.code).toBe(1);
+    const setup = await setupLog(api);
+    expect(setup).toContain('Cannot clone source ftp://builder:***@127.0.0.1/repo');
+    expect(setup).not.toContain('hunter2-password');
+    expect(api.completion?.reason).not.toContain('hunter2-password');
   });
 
   it('hides runner variables from tasks', async () => {

@@ -5,7 +5,9 @@ import { renderBuildenv } from './buildenv.js';
 import { JobEndedError, RunnerApiError, RunnerClient } from './client.js';
 import { LogWriter } from './log-writer.js';
 import type { ClaimedJob, LogUrlRequest, RunnerJobStatus, RunnerTaskStatus } from './protocol.js';
-import { checkParsedSource, cloneCommands, parseSource } from './sources.js';
+import { ValidationError } from '../errors.js';
+import { parseSource, type ParsedSource } from '../manifest/index.js';
+import { checkParsedSource, cloneCommands } from './sources.js';
 import {
   buildEnvironment,
   completeBuildRequested,
@@ -208,12 +210,13 @@ class JobRun {
         return false;
       }
       const shown = hideUrlPassword(source);
-      const parsed = parseSource(source);
+      const parsed = parseSourceOrReason(source);
+      if (typeof parsed === 'string') {
+        return this.rejectSource(shown, parsed);
+      }
       const problem = checkParsedSource(parsed);
       if (problem !== null) {
-        this.line(`Cannot clone source ${shown}: ${problem}.`);
-        this.fail(`source ${shown} is invalid: ${problem}`);
-        return false;
+        return this.rejectSource(shown, problem);
       }
 
       for (const argv of cloneCommands(parsed)) {
@@ -235,6 +238,14 @@ class JobRun {
       }
     }
     return true;
+  }
+
+  /** Fails the job because a source is invalid. Returns false, for {@link cloneSources}. */
+  private rejectSource(shown: string, reason: string): false {
+    const sentence = reason.replace(/\.$/, '');
+    this.line(`Cannot clone source ${shown}: ${sentence}.`);
+    this.fail(`source ${shown} is invalid: ${sentence}`);
+    return false;
   }
 
   private async runTasks(files: RunnerFiles): Promise<void> {
@@ -473,6 +484,22 @@ class JobRun {
       },
       shouldRetry: (error) => !(error instanceof RunnerApiError && error.status !== null && error.status < 500 && error.status !== 429),
     });
+  }
+}
+
+/**
+ * Parses a source with the manifest's parser, the one that validated it at
+ * submit. Returns the parsed source, or the reason it is invalid with any URL
+ * password hidden.
+ */
+function parseSourceOrReason(source: string): ParsedSource | string {
+  try {
+    return parseSource(source);
+  } catch (error) {
+    if (error instanceof ValidationError) {
+      return hideUrlPassword(error.errors.map((entry) => entry.reason).join(' '));
+    }
+    throw error;
   }
 }
 
