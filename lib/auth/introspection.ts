@@ -74,7 +74,11 @@ export class TokenIntrospector {
         signal: AbortSignal.timeout(INTROSPECTION_TIMEOUT_MS),
       });
       if (!response.ok) throw new Error(`introspection endpoint answered HTTP ${response.status}`);
-      body = (await response.json()) as Record<string, unknown>;
+      const parsed: unknown = await response.json();
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+        throw new Error('introspection endpoint answered with JSON that is not an object');
+      }
+      body = parsed as Record<string, unknown>;
     } catch (error) {
       this.logger.error({ err: error }, 'token introspection failed');
       // Not cached: the next request tries again.
