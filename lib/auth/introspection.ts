@@ -41,6 +41,8 @@ interface CacheEntry {
 /** Validates bearer tokens by OAuth 2.0 token introspection (RFC 7662) with a short cache. */
 export class TokenIntrospector {
   private readonly cache = new Map<string, CacheEntry>();
+  /** Introspection calls under way by token hash, so that concurrent requests with one token share a call. */
+  private readonly inFlight = new Map<string, Promise<CacheEntry>>();
 
   constructor(
     private readonly url: string,
@@ -56,7 +58,12 @@ export class TokenIntrospector {
       return cached.principal;
     }
 
-    const result = await this.request(token, now);
+    let pending = this.inFlight.get(key);
+    if (!pending) {
+      pending = this.request(token, now).finally(() => this.inFlight.delete(key));
+      this.inFlight.set(key, pending);
+    }
+    const result = await pending;
     if (this.cache.size >= MAX_CACHE_ENTRIES) this.cache.clear();
     this.cache.set(key, result);
     if (result.principal instanceof AuthenticationError) throw result.principal;
