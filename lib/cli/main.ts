@@ -1,3 +1,4 @@
+import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -149,7 +150,14 @@ async function revokeTokenCommand(stores: Stores, positionals: string[], out: Wr
     out(`Token ${token.id} was already revoked\n`);
     return 0;
   }
-  await stores.tokens.revoke(token.hash, Date.now());
+  try {
+    await stores.tokens.revoke(token.hash, Date.now());
+  } catch (error) {
+    // Another revoke wrote between the read above and this conditional write.
+    if (!(error instanceof ConditionalCheckFailedException)) throw error;
+    out(`Token ${token.id} was already revoked\n`);
+    return 0;
+  }
   out(`Revoked token ${token.id} of ${token.user}\n`);
 
   return 0;
