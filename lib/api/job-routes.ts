@@ -69,7 +69,9 @@ export function registerJobRoutes(app: Hono<ApiEnv>, context: ServiceContext): v
     if (start !== undefined && start !== '' && !/^\d{1,15}$/.test(start)) {
       throw ValidationError.of('start', `start must be an artifact id, such as the "next" value of the previous page, not "${start}"`);
     }
-    const artifacts = (job.artifacts ?? []).filter((artifact) => !start || artifact.id >= Number(start));
+    // Paged like the job list: newest first, a page starts at `start` and includes it, and total counts every artifact.
+    const all = [...(job.artifacts ?? [])].sort((a, b) => b.id - a.id);
+    const artifacts = start ? all.filter((artifact) => artifact.id <= Number(start)) : all;
     const page = artifacts.slice(0, RESULTS_PER_PAGE);
     const next = artifacts[RESULTS_PER_PAGE]?.id ?? null;
 
@@ -85,7 +87,7 @@ export function registerJobRoutes(app: Hono<ApiEnv>, context: ServiceContext): v
           size: artifact.size,
         })),
       ),
-      total: artifacts.length,
+      total: all.length,
       results_per_page: RESULTS_PER_PAGE,
     });
   });
