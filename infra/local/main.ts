@@ -35,7 +35,6 @@ async function main(): Promise<void> {
   }
   for (const id of stack.recovered.failed) console.log(`job ${id} failed: the local stack stopped while it ran`);
   for (const id of stack.recovered.requeued) console.log(`job ${id} queued again after the restart`);
-  console.log(`Kiln is ready at ${stack.apiUrl} (S3 at ${stack.s3Endpoint}, DynamoDB at ${stack.dynamodbEndpoint})`);
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -55,6 +54,8 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // The ready line comes after the handlers, because a script may send SIGINT as soon as it reads it.
+  console.log(`Kiln is ready at ${stack.apiUrl} (S3 at ${stack.s3Endpoint}, DynamoDB at ${stack.dynamodbEndpoint})`);
 }
 
 main().catch((error: unknown) => {
