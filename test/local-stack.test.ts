@@ -4,6 +4,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { JobView } from '../lib/api/job-view.js';
 import { fetchLog, isEnded, startTestStack } from './support/local-stack.js';
@@ -64,6 +65,41 @@ async function waitFor(started: StartedProcess, token: string, id: number, done:
   throw new Error(`job ${id} did not reach the expected state`);
 }
 
+/** Reads a pid that a build task writes, waiting for the file and its content. */
+async function readPid(file: string): Promise<number> {
+  for (;;) {
+    const text = await readFile(file, 'utf8').catch(() => '');
+    if (text.endsWith('\n')) return Number(text.trim());
+    await sleep(50);
+  }
+}
+
+/**
+ * Polls until a process is gone, so one that stays makes the test time out.
+ * A zombie counts as gone, because init in some containers never reaps it.
+ */
+async function waitUntilGone(pid: number): Promise<void> {
+  for (;;) {
+    try {
+      process.kill(pid, 0);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ESRCH') return;
+      throw error;
+    }
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    if (stat === '' || stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) return;
+    await sleep(50);
+  }
+}
+
+function killProcess(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // The process is gone, as the test expects.
+  }
+}
+
 describe('local stack', () => {
   const cleanups: Array<() => Promise<void>> = [];
   afterEach(async () => {
@@ -81,9 +117,11 @@ describe('local stack', () => {
     expect(first.lines.join('\n')).toContain(token);
 
     const running = await request(first, token, 'POST', '/api/jobs', {
-      manifest: 'image: alpine/latest\ntasks:\n  - wait: sleep 600\n',
+      manifest: 'image: alpine/latest\ntasks:\n  - wait: |\n      sleep 600 &\n      echo $! > ~/sleep.pid\n      wait\n',
     });
     await waitFor(first, token, running.id, (job) => job.status === 'running' && job.tasks[0].status === 'running');
+    const sleepPid = await readPid(path.join(dataDir, 'builds', String(running.id), 'sleep.pid'));
+    cleanups.push(async () => killProcess(sleepPid));
     const waiting = await request(first, token, 'POST', '/api/jobs', {
       manifest: 'image: alpine/latest\ntasks:\n  - quick: echo after restart\n',
     });
@@ -105,6 +143,7 @@ describe('local stack', () => {
     expect(ran.status).toBe('success');
     expect(await fetchLog(ran.tasks[0].log)).toContain('after restart');
     expect(second.lines.join('\n')).toContain(`job ${running.id} failed`);
+    await waitUntilGone(sleepPid);
   });
 
   it('shuts down cleanly on SIGINT', async () => {

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../logger.js';
+import { killRecordedProcessGroups } from '../runner/process-groups.js';
 import type { LaunchRequest, Launcher } from './launcher.js';
 
 /** The runner's entry point, run with `node --import tsx`. */
@@ -25,8 +26,10 @@ export interface LocalLauncherOptions {
 
 /**
  * Starts each runner as a child process on this host, in a process group of
- * its own so that stopping a job ends every process the build started. The
- * runner gets only the API URL, the job id and its one-time job token.
+ * its own. The runner starts each build command in another group and records
+ * it in its state folder, and the launcher kills those groups once the runner
+ * has exited, whatever the reason. The runner gets only the API URL, the job
+ * id, its one-time job token and its folders.
  */
 export class LocalLauncher implements Launcher {
   private readonly children = new Map<number, ChildProcess>();
@@ -72,8 +75,11 @@ export class LocalLauncher implements Launcher {
         void rm(path.join(stateDir, 'runner.pid'), { force: true });
         output.end();
         this.options.logger.info({ jobId: request.jobId, code, signal }, 'runner exited');
-        this.options.onExit?.(request.jobId, code, signal);
-        resolve();
+        // The build's processes go before the job is reported, so a failed job leaves nothing running.
+        void this.killBuildProcesses(request.jobId).finally(() => {
+          this.options.onExit?.(request.jobId, code, signal);
+          resolve();
+        });
       });
     });
     const spawned = await new Promise<boolean>((resolve) => {
@@ -104,6 +110,8 @@ export class LocalLauncher implements Launcher {
       signalGroup(child.pid, 'SIGKILL');
       await exited;
     }
+    // The exit handler has killed the build's processes already, so this finds them only when that failed.
+    await this.killBuildProcesses(jobId);
   }
 
   /** Stops every runner, for a clean shutdown of the local stack. */
@@ -113,7 +121,9 @@ export class LocalLauncher implements Launcher {
 
   /**
    * Kills the process groups of runners that a previous run of the local
-   * stack left behind, found through their pid files. Returns the job ids.
+   * stack left behind, found through their pid files, and then the build
+   * processes that those runners, or runners that died with the stack,
+   * recorded. Returns the ids of the jobs whose runner it killed.
    */
   async killLeftovers(): Promise<number[]> {
     const root = path.join(this.options.dataDir, 'runners');
@@ -126,9 +136,25 @@ export class LocalLauncher implements Launcher {
         jobIds.push(Number(entry));
       }
       await rm(pidFile, { force: true });
+      const jobId = Number(entry);
+      if (Number.isInteger(jobId) && !this.children.has(jobId)) {
+        await this.killBuildProcesses(jobId);
+      }
     }
 
     return jobIds;
+  }
+
+  /** Kills the process groups that a job's runner recorded and that still belong to the build. */
+  private async killBuildProcesses(jobId: number): Promise<void> {
+    try {
+      const killed = await killRecordedProcessGroups(this.stateDir(jobId), this.buildHome(jobId));
+      if (killed.length > 0) {
+        this.options.logger.info({ jobId, processGroups: killed }, 'killed build processes that the runner left');
+      }
+    } catch (error) {
+      this.options.logger.error({ err: error, jobId }, 'failed to kill the build processes that the runner left');
+    }
   }
 }
 

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { renderBuildenv } from './buildenv.js';
 import { JobEndedError, RunnerApiError, RunnerClient } from './client.js';
 import { LogWriter } from './log-writer.js';
+import { recordProcessGroup } from './process-groups.js';
 import type { ClaimedJob, LogUrlRequest, RunnerJobStatus, RunnerTaskStatus } from './protocol.js';
 import { ValidationError } from '../errors.js';
 import { parseSource, type ParsedSource } from '../manifest/index.js';
@@ -19,6 +20,8 @@ import {
   runCommand,
   writeTaskScript,
   type BuildUser,
+  type CommandOptions,
+  type CommandResult,
   type RunnerFiles,
 } from './tasks.js';
 
@@ -222,7 +225,7 @@ class JobRun {
       for (const argv of cloneCommands(parsed)) {
         const shownCommand = argv.map((word) => hideUrlPassword(word)).join(' ');
         this.line(`Cloning ${shown}: ${shownCommand}`);
-        const result = await runCommand({
+        const result = await this.runBuildCommand({
           argv,
           cwd: this.home,
           env: environment,
@@ -263,7 +266,7 @@ class JobRun {
       this.line(`Running task ${task.name}.`);
       this.logger.info({ task: task.name }, 'task started');
 
-      const result = await runCommand({
+      const result = await this.runBuildCommand({
         argv: ['bash', '--login', script],
         cwd: this.home,
         env: environment,
@@ -298,6 +301,23 @@ class JobRun {
       if (!(await this.report(task.name, status)) || status === 'failed' || this.completedBy !== null) {
         return;
       }
+    }
+  }
+
+  /**
+   * Runs a command in a process group of its own and records the group in the
+   * state folder, so the launcher can kill it when the runner dies first.
+   */
+  private runBuildCommand(options: Omit<CommandOptions, 'onStart'>): Promise<CommandResult> {
+    return runCommand({ ...options, onStart: (group) => this.recordProcessGroup(group) });
+  }
+
+  private recordProcessGroup(group: number): void {
+    try {
+      recordProcessGroup(this.config.stateDir, group);
+    } catch (error) {
+      // The command still runs. Only the launcher's cleanup after the runner dies misses its group.
+      this.logger.error({ err: errorMessage(error), processGroup: group }, 'failed to record a process group');
     }
   }
 

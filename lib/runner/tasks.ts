@@ -137,6 +137,8 @@ export interface CommandOptions {
   output: LogWriter;
   /** Aborting kills the command's process group. */
   signal: AbortSignal;
+  /** Called synchronously with the process group id right after the spawn, before the command's output is read. */
+  onStart?: (processGroup: number) => void;
 }
 
 export interface CommandResult {
@@ -186,6 +188,9 @@ export async function runCommand(options: CommandOptions): Promise<CommandResult
   });
 
   const pid = child.pid;
+  if (pid !== undefined) {
+    options.onStart?.(pid);
+  }
   let killing: Promise<boolean> | null = null;
   const onAbort = (): void => {
     if (pid !== undefined) {

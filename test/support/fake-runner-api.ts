@@ -271,11 +271,18 @@ export async function makeRunnerFolders(): Promise<RunnerFolders> {
 
 /**
  * Starts the real runner (`node --import tsx lib/runner/main.ts`) against a
- * fake API. `extraEnv` adds variables to the runner's own environment.
+ * fake API. `extraEnv` adds variables to the runner's own environment, and
+ * `detached` starts it in a process group of its own, as the local launcher does.
  */
-export function startRunner(api: FakeRunnerApi, folders: RunnerFolders, extraEnv: Record<string, string> = {}): RunnerProcess {
+export function startRunner(
+  api: FakeRunnerApi,
+  folders: RunnerFolders,
+  extraEnv: Record<string, string> = {},
+  options: { detached?: boolean } = {},
+): RunnerProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', RUNNER_MAIN], {
     cwd: REPOSITORY_ROOT,
+    detached: options.detached ?? false,
     stdio: ['ignore', 'ignore', 'pipe'],
     env: {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
