@@ -82,11 +82,21 @@ export function validateGroupRequest(body: Record<string, unknown>): GroupReques
 /**
  * Creates a group from the caller's pending jobs. Each job joins with a
  * conditional write, so a job never ends up in two groups. When one job
- * cannot join, the jobs that already joined are released and nothing is created.
+ * cannot join, or the group cannot be stored, the jobs that already joined
+ * are released and nothing is created.
  */
 export async function createGroup(context: ServiceContext, principal: Principal, request: GroupRequest): Promise<GroupRecord> {
   const { jobs, groups } = context.stores;
   const groupId = await groups.nextGroupId();
+  const group: GroupRecord = {
+    id: groupId,
+    owner: principal.user,
+    note: request.note,
+    triggers: request.triggers,
+    jobIds: request.jobIds,
+    createdAt: Date.now(),
+    triggersRunAt: null,
+  };
   const joined: number[] = [];
   try {
     for (const jobId of request.jobIds) {
@@ -101,6 +111,7 @@ export async function createGroup(context: ServiceContext, principal: Principal,
       });
       joined.push(jobId);
     }
+    await groups.create(group);
   } catch (error) {
     for (const jobId of joined) {
       await jobs.transition(jobId, (job) => (job.groupId === groupId ? { ...job, groupId: null } : null));
@@ -109,16 +120,6 @@ export async function createGroup(context: ServiceContext, principal: Principal,
     throw error;
   }
 
-  const group: GroupRecord = {
-    id: groupId,
-    owner: principal.user,
-    note: request.note,
-    triggers: request.triggers,
-    jobIds: request.jobIds,
-    createdAt: Date.now(),
-    triggersRunAt: null,
-  };
-  await groups.create(group);
   context.logger.info({ groupId, jobIds: group.jobIds }, 'job group created');
   if (request.execute) await startGroup(context, group);
 
