@@ -23,6 +23,8 @@ export interface Settings {
   webhookAllowPrivate: boolean;
   /** SMTP server for trigger email, such as `smtp://user:pass@host:587`; null writes .eml files locally. */
   smtpUrl: string | null;
+  /** From address of trigger email, such as `Kiln <ci@example.org>`; null rejects email triggers. */
+  emailFrom: string | null;
   /** RFC 7662 introspection endpoint that validates bearer tokens; null keeps bearer tokens in the table. */
   oauthIntrospectionUrl: string | null;
 }
@@ -32,10 +34,17 @@ export interface SettingDefaults {
   maxRunning: number;
   maxRunningPerUser: number;
   webhookAllowPrivate: boolean;
+  emailFrom: string | null;
 }
 
-export const LOCAL_DEFAULTS: SettingDefaults = { maxRunning: 16, maxRunningPerUser: 4, webhookAllowPrivate: true };
-export const AWS_DEFAULTS: SettingDefaults = { maxRunning: 100, maxRunningPerUser: 20, webhookAllowPrivate: false };
+export const LOCAL_DEFAULTS: SettingDefaults = {
+  maxRunning: 16,
+  maxRunningPerUser: 4,
+  webhookAllowPrivate: true,
+  emailFrom: 'Kiln <kiln@localhost>',
+};
+/** On AWS the from address must be an identity verified in SES, so there is no default. */
+export const AWS_DEFAULTS: SettingDefaults = { maxRunning: 100, maxRunningPerUser: 20, webhookAllowPrivate: false, emailFrom: null };
 
 const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 const SIZE_UNITS: Record<string, number> = {
@@ -103,6 +112,18 @@ export function parseBoolean(name: string, value: string): boolean {
   throw new SettingError(`${name}="${value}" must be true or false`);
 }
 
+/** Parses one email address, bare (`ci@example.org`) or with a display name (`Kiln <ci@example.org>`). */
+export function parseEmailAddress(name: string, value: string): string {
+  const trimmed = value.trim();
+  const address = /^[^\s@<>]+@[^\s@<>]+$/;
+  const named = /^[^<>\u0000-\u001f\u007f]*<([^\s@<>]+@[^\s@<>]+)>$/;
+  if (!address.test(trimmed) && !named.test(trimmed)) {
+    throw new SettingError(`${name}="${value}" is not an email address: write it as ci@example.org or as Kiln <ci@example.org>`);
+  }
+
+  return trimmed;
+}
+
 /** Parses an absolute URL with one of the given protocols, such as `https:`. */
 export function parseUrl(protocols: readonly string[]) {
   return (name: string, value: string): string => {
@@ -143,6 +164,7 @@ export function readSettings(env: NodeJS.ProcessEnv, defaults: SettingDefaults):
     anonymousRead: readSetting(env, 'KILN_ANONYMOUS_READ', parseBoolean, false),
     webhookAllowPrivate: readSetting(env, 'KILN_WEBHOOK_ALLOW_PRIVATE', parseBoolean, defaults.webhookAllowPrivate),
     smtpUrl: readSetting<string | null>(env, 'KILN_SMTP_URL', parseUrl(['smtp:', 'smtps:']), null),
+    emailFrom: readSetting<string | null>(env, 'KILN_EMAIL_FROM', parseEmailAddress, defaults.emailFrom),
     oauthIntrospectionUrl: readSetting<string | null>(env, 'KILN_OAUTH_INTROSPECTION_URL', parseUrl(['https:', 'http:']), null),
   };
 }

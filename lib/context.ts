@@ -5,6 +5,7 @@ import type { LogStore } from './logs/log-store.js';
 import type { JobQueue } from './queue/job-queue.js';
 import type { SecretCipher } from './secrets/cipher.js';
 import type { JobRecord, Stores } from './store/index.js';
+import type { WebhookKeySource } from './triggers/webhook-key.js';
 
 /** Receives every job that has just ended, once per job; triggers run from here. */
 export interface JobEndListener {
@@ -23,6 +24,12 @@ export interface ServiceContext {
   secretCipher: SecretCipher;
   /** Told about each job that ends; errors it throws are logged, never passed on. */
   jobEnd: JobEndListener;
+  /**
+   * The Ed25519 key pair that signs webhook bodies; `GET /api/webhooks/public-key` serves its public half.
+   * Without it, webhooks are not sent and the public key route returns 503.
+   */
+  // TODO: make this required once the AWS context sets it from the CDK-created secret.
+  webhookKey?: WebhookKeySource;
   /** The API's public base URL without a trailing slash, such as `http://127.0.0.1:8080`. */
   publicUrl: string;
 }

@@ -17,6 +17,7 @@ import { DynamoLogLock, LogStore } from '../../lib/logs/log-store.js';
 import { createStores, ensureTable, type JobRecord } from '../../lib/store/index.js';
 import { LOCAL_CREDENTIALS, LOCAL_REGION, startDynalite, startS3rver, type LocalServer } from './aws-local.js';
 import { MemoryQueue } from './memory-queue.js';
+import { createLocalTriggers, type LocalTriggerOptions, type LocalTriggers } from './triggers.js';
 import { LocalKeyCipher } from '../../lib/secrets/cipher.js';
 
 export const TABLE_NAME = 'kiln';
@@ -35,6 +36,7 @@ export interface LocalStackOptions {
   logger?: Logger;
   /** Called after every job status change, for the console line of `npm start`. */
   onStatus?: (job: JobRecord, previous: JobStatus | null) => void;
+  triggers?: LocalTriggerOptions;
 }
 
 export interface LocalStack {
@@ -50,6 +52,7 @@ export interface LocalStack {
   tokenCreated: boolean;
   /** Jobs of an earlier run that this start failed or queued again. */
   recovered: { failed: number[]; requeued: number[] };
+  triggers: LocalTriggers;
   close(): Promise<void>;
 }
 
@@ -110,6 +113,7 @@ async function startServices(options: LocalStackOptions, parts: Parts): Promise<
   const apiUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
   const queue = new MemoryQueue({ logger });
+  const triggers = await createLocalTriggers(dataDir, settings, logger, options.triggers);
   let context: ServiceContext | null = null;
   const launcher = new LocalLauncher({
     apiUrl,
@@ -127,8 +131,8 @@ async function startServices(options: LocalStackOptions, parts: Parts): Promise<
     launcher,
     logger,
     secretCipher: await LocalKeyCipher.fromFile(path.join(dataDir, 'secret-key')),
-    // TODO: run the job's triggers once they exist; until then an ended job needs nothing more.
-    jobEnd: { jobEnded: async () => undefined },
+    jobEnd: triggers.listener,
+    webhookKey: triggers.webhookKey,
     publicUrl: apiUrl,
   };
   const serviceContext = context;
@@ -137,6 +141,7 @@ async function startServices(options: LocalStackOptions, parts: Parts): Promise<
   await launcher.killLeftovers();
   const recovered = await recoverAfterRestart(serviceContext);
   queue.consume((body, delivery) => consumeJobMessage(serviceContext, body, delivery));
+  triggers.start(serviceContext);
   app = createApp(serviceContext);
 
   const { token, created } = await ensureLocalToken(serviceContext, dataDir);
@@ -155,10 +160,12 @@ async function startServices(options: LocalStackOptions, parts: Parts): Promise<
     token,
     tokenCreated: created,
     recovered,
+    triggers,
     close: async () => {
       clearInterval(reconciler);
       await queue.close();
       await launcher.stopAll('the local stack is shutting down');
+      await triggers.close();
       for (const part of parts.started.reverse()) await part.close();
       logger.info('local stack stopped');
     },

@@ -10,6 +10,7 @@ import { registerGroupRoutes } from './group-routes.js';
 import { registerJobRoutes } from './job-routes.js';
 import { registerRunnerRoutes } from './runner-routes.js';
 import { registerSecretRoutes } from './secret-routes.js';
+import { registerWebhookRoutes } from './webhook-routes.js';
 
 /** Builds the HTTP app that serves build.sr.ht's REST API and the runner protocol, on Lambda and locally. */
 export function createApp(context: ServiceContext): Hono<ApiEnv> {
@@ -44,6 +45,7 @@ export function createApp(context: ServiceContext): Hono<ApiEnv> {
   registerGroupRoutes(app, context);
   registerSecretRoutes(app, context);
   registerRunnerRoutes(app, context);
+  registerWebhookRoutes(app, context);
 
   return app;
 }

@@ -6,6 +6,7 @@ import { LockStore } from './lock-store.js';
 import { SecretStore } from './secret-store.js';
 import { SlotStore } from './slot-store.js';
 import { TokenStore } from './token-store.js';
+import { TriggerRunStore } from './trigger-run-store.js';
 
 export { ConcurrencyError, JobStore, type ArtifactRecord, type JobRecord, type TaskRecord } from './job-store.js';
 export { GroupStore, type GroupRecord } from './group-store.js';
@@ -13,6 +14,7 @@ export { LockStore } from './lock-store.js';
 export { DuplicateSecretNameError, SecretStore, type SecretRecord } from './secret-store.js';
 export { SlotStore } from './slot-store.js';
 export { TokenStore, type TokenRecord } from './token-store.js';
+export { TriggerRunStore, type TriggerClaim } from './trigger-run-store.js';
 export { ensureTable, tableDefinition, TABLE_KEYS } from './table.js';
 
 /** The stores over one table. */
@@ -24,6 +26,7 @@ export interface Stores {
   secrets: SecretStore;
   slots: SlotStore;
   locks: LockStore;
+  triggerRuns: TriggerRunStore;
 }
 
 export function createStores(tableName: string, config: DynamoDBClientConfig = {}): Stores {
@@ -40,5 +43,6 @@ export function createStores(tableName: string, config: DynamoDBClientConfig = {
     secrets: new SecretStore(documents, tableName),
     slots: new SlotStore(documents, tableName),
     locks: new LockStore(documents, tableName),
+    triggerRuns: new TriggerRunStore(documents, tableName),
   };
 }

@@ -14,6 +14,8 @@ import {
  * - `TOKEN#<sha-256 of the token>` / `TOKEN`: an API token.
  * - `COUNTER` / `jobs`: the last job id handed out.
  * - `SLOTS` / `ALL` and `SLOTS` / `USER#<name>`: builds holding a running slot.
+ * - `TRIGGERS#JOB#<id>` or `TRIGGERS#GROUP#<id>` / `<source>#<index>`: whether one
+ *   trigger of a job or group was sent, so a redelivered message sends nothing twice.
  *
  * Index `byOwner` (`gsi1pk`, `gsi1sk`) lists a user's jobs and tokens; index
  * `active` (`activePk`, `activeSk`) is sparse and lists the jobs that have not ended.

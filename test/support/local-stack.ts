@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
-import { startLocalStack, type LocalStack } from '../../infra/local/stack.js';
+import { startLocalStack, type LocalStack, type LocalStackOptions } from '../../infra/local/stack.js';
 import type { JobView } from '../../lib/api/job-view.js';
 
 /** A local stack on ephemeral loopback ports in a temporary data folder, with a client for its API. */
@@ -21,7 +21,11 @@ export interface TestStack extends LocalStack {
 
 export const quietLogger = pino({ level: process.env.KILN_TEST_LOG_LEVEL ?? 'silent' });
 
-export async function startTestStack(env: Record<string, string> = {}, dataDir?: string): Promise<TestStack> {
+export async function startTestStack(
+  env: Record<string, string> = {},
+  dataDir?: string,
+  options: Pick<LocalStackOptions, 'triggers'> = {},
+): Promise<TestStack> {
   const folder = dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 'kiln-test-')));
   const stack = await startLocalStack({
     dataDir: folder,
@@ -30,6 +34,7 @@ export async function startTestStack(env: Record<string, string> = {}, dataDir?:
     dynamodbPort: 0,
     env: { ...env },
     logger: quietLogger,
+    ...options,
   });
 
   const api: TestStack['api'] = (method, route, options = {}) => {
