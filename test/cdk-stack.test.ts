@@ -558,7 +558,8 @@ describe('Kiln stack with default settings', () => {
 
       expect(existsSync(path.join(directory, 'runner.mjs'))).toBe(true);
       expect(existsSync(path.join(directory, 'setup-image.sh'))).toBe(true);
-      expect(dockerfile).toContain('COPY runner.mjs runner.mjs.map /opt/kiln/');
+      expect(existsSync(path.join(directory, 'entrypoint.mjs'))).toBe(true);
+      expect(dockerfile).toContain('COPY entrypoint.mjs runner.mjs runner.mjs.map /opt/kiln/');
       expect(dockerfile).toContain('KILN_BUILD_USER=build');
     });
   });

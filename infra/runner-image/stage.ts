@@ -20,7 +20,7 @@ export const RUNNER_ENTRY = path.join(REPOSITORY_ROOT, 'lib/runner/main.ts');
 export const DEFAULT_STAGE_ROOT = path.join(REPOSITORY_ROOT, 'dist/runner-image');
 
 /** The files of this folder that go into the build context next to the bundle. */
-const IMAGE_FILES = ['Dockerfile', 'setup-image.sh'];
+const IMAGE_FILES = ['Dockerfile', 'entrypoint.mjs', 'setup-image.sh'];
 
 /**
  * Node.js lets an ES module call `require` only through createRequire, which
