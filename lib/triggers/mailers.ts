@@ -1,6 +1,6 @@
 import { SendEmailCommand, type SendEmailCommandInput, type SESv2Client } from '@aws-sdk/client-sesv2';
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import { checkEmail, renderEmail, type TriggerEmail } from './email.js';
@@ -11,7 +11,11 @@ export interface Mailer {
   send(email: TriggerEmail): Promise<string>;
 }
 
-/** Writes each email as an .eml file into a folder, for the local stack without an SMTP server. */
+/**
+ * Writes each email as an .eml file into a folder, for the local stack
+ * without an SMTP server. A file appears whole: it is written under a
+ * temporary name and then renamed.
+ */
 export class EmlFolderMailer implements Mailer {
   constructor(private readonly folder: string) {}
 
@@ -20,7 +24,9 @@ export class EmlFolderMailer implements Mailer {
     await mkdir(this.folder, { recursive: true });
     const name = `${email.date.getTime()}-${randomBytes(4).toString('hex')}.eml`;
     const file = path.join(this.folder, name);
-    await writeFile(file, raw, { flag: 'wx' });
+    const partial = path.join(this.folder, `.${name}.partial`);
+    await writeFile(partial, raw, { flag: 'wx' });
+    await rename(partial, file);
 
     return `written to ${file}`;
   }
