@@ -2,12 +2,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import {
   RUNNER_PROTOCOL_VERSION,
+  type ArtifactUploadedRequest,
+  type ArtifactUrlRequest,
+  type ArtifactUrlResponse,
   type ClaimRequest,
   type ClaimResponse,
   type CompleteRequest,
   type LogUrlRequest,
   type LogUrlResponse,
   type RunnerTaskStatus,
+  type SecretsResponse,
   type TaskUpdateRequest,
 } from './protocol.js';
 
@@ -91,6 +95,30 @@ export class RunnerClient {
   async updateTask(task: string, status: RunnerTaskStatus): Promise<void> {
     const body: TaskUpdateRequest = { status };
     await this.request(`${this.jobPath()}/tasks/${encodeURIComponent(task)}`, body, this.session());
+  }
+
+  /**
+   * Fetches the job's secrets. The service hands them out once per job.
+   * NOTE: when a response is lost and the retry reaches the service, the
+   * retry gets a 409, which raises {@link JobEndedError} although the job
+   * still runs.
+   */
+  secrets(): Promise<SecretsResponse> {
+    return this.request<SecretsResponse>(`${this.jobPath()}/secrets`, {}, this.session());
+  }
+
+  /**
+   * Requests a presigned PUT URL for one artifact of `size` bytes. The
+   * service rejects a second request for the same path with a 400, which a
+   * retry after a lost response also gets.
+   */
+  artifactUrl(request: ArtifactUrlRequest): Promise<ArtifactUrlResponse> {
+    return this.request<ArtifactUrlResponse>(`${this.jobPath()}/artifacts`, request, this.session());
+  }
+
+  /** Reports that an artifact's upload finished, so the service checks its size and lists it. */
+  async artifactUploaded(request: ArtifactUploadedRequest): Promise<void> {
+    await this.request(`${this.jobPath()}/artifacts/uploaded`, request, this.session());
   }
 
   async complete(request: CompleteRequest): Promise<void> {

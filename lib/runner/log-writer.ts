@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { LogUrlResponse } from './protocol.js';
+import { SecretMasker, type SecretMatcher } from './secret-masker.js';
 
 /** Minimum wait between new output and its upload, in milliseconds. */
 const MIN_UPLOAD_DELAY_MS = 2_000;
@@ -59,14 +60,18 @@ class UploadRejectedError extends Error {
 }
 
 /**
- * Writes one log object. Output goes through a UTF-8 sanitizer and the size
- * cap into a file on disk, and the whole file is uploaded with a presigned
- * PUT: a few seconds after new output while the log is small, less often as
- * it grows, never two uploads at once, and once more in {@link finish}.
- * Upload failures are retried and logged to stderr, and no method throws them.
+ * Writes one log object. Output goes through the secret masker (once
+ * {@link maskSecrets} is called), a UTF-8 sanitizer and the size cap, in
+ * that order, into a file on disk. The whole file is uploaded with a
+ * presigned PUT: a few seconds after new output while the log is small, less
+ * often as it grows, never two uploads at once, and once more in
+ * {@link finish}. Upload failures are retried and logged to stderr, and no
+ * method throws them.
  */
 export class LogWriter {
   private readonly sanitizer = new Utf8Sanitizer();
+  /** Null until secrets are known, so output without secrets takes no extra step or copy. */
+  private masker: SecretMasker | null = null;
   private readonly shouldRetry: (error: unknown) => boolean;
   private acceptedBytes = 0;
   private lastByte = 0x0a;
@@ -120,16 +125,43 @@ export class LogWriter {
     if (this.cut || this.finishing) {
       return true;
     }
-    return this.append(this.sanitizer.push(chunk));
+    if (this.masker === null) {
+      return this.append(this.sanitizer.push(chunk));
+    }
+    return this.append(this.sanitizer.push(this.masker.push(toBuffer(chunk))));
   }
 
-  /** Appends one line of text, ending an unfinished UTF-8 sequence of earlier raw output first. */
+  /**
+   * Appends one line of text, masked as a whole. Raw output written before it
+   * is flushed first: held-back bytes through the masker, and an unfinished
+   * UTF-8 sequence through the sanitizer.
+   */
   writeLine(text: string): void {
     if (this.cut || this.finishing) {
       return;
     }
+    this.flushRawOutput();
+    const line = Buffer.from(`${text}\n`, 'utf8');
+    this.append(this.masker === null ? line : this.masker.mask(line));
+  }
+
+  /**
+   * Replaces each of the matcher's secret patterns with `[masked]` in all
+   * output from now on. A matcher without patterns changes nothing.
+   */
+  maskSecrets(matcher: SecretMatcher): void {
+    if (matcher.maxLength === 0) {
+      return;
+    }
+    this.flushRawOutput();
+    this.masker = new SecretMasker(matcher);
+  }
+
+  private flushRawOutput(): void {
+    if (this.masker !== null) {
+      this.append(this.sanitizer.push(this.masker.end()));
+    }
     this.append(this.sanitizer.end());
-    this.append(Buffer.from(`${text}\n`, 'utf8'));
   }
 
   /** Resolves when the file's write buffer has room again. */
@@ -151,7 +183,7 @@ export class LogWriter {
 
   private async finishOnce(): Promise<void> {
     if (!this.cut) {
-      this.append(this.sanitizer.end());
+      this.flushRawOutput();
     }
     this.finishing = true;
     if (this.uploadTimer) {
@@ -189,7 +221,8 @@ export class LogWriter {
 
   /** Writes valid UTF-8 to the file, cutting it at the cap. All file writes go through here. */
   private append(bytes: Buffer): boolean {
-    if (bytes.length === 0) {
+    // After the cut, a flush of held-back bytes must not add a second notice.
+    if (bytes.length === 0 || this.cut) {
       return true;
     }
     const room = this.options.maxBytes - this.acceptedBytes;

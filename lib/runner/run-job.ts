@@ -5,7 +5,9 @@ import { renderBuildenv } from './buildenv.js';
 import { JobEndedError, RunnerApiError, RunnerClient } from './client.js';
 import { LogWriter } from './log-writer.js';
 import { recordProcessGroup } from './process-groups.js';
-import type { ClaimedJob, LogUrlRequest, RunnerJobStatus, RunnerTaskStatus } from './protocol.js';
+import { SecretMasker, SecretMatcher, secretPatterns } from './secret-masker.js';
+import { decodeSecrets, findExecutable, installSecrets } from './secrets.js';
+import type { ClaimedJob, LogUrlRequest, RunnerJobStatus, RunnerTaskStatus, SecretsResponse } from './protocol.js';
 import { ValidationError } from '../errors.js';
 import { parseSource, type ParsedSource } from '../manifest/index.js';
 import { checkParsedSource, cloneCommands } from './sources.js';
@@ -101,6 +103,10 @@ class JobRun {
   private failure: string | null = null;
   private completedBy: string | null = null;
   private setup: LogWriter | null = null;
+  /** Matcher of the job's secret values, or null before they are fetched and when there are none. */
+  private secretMatcher: SecretMatcher | null = null;
+  /** Whether gpg ran for a PGP key, so gpg-agent must be stopped at the end. */
+  private gpgRan = false;
 
   constructor(
     private readonly config: RunnerConfig,
@@ -138,7 +144,7 @@ class JobRun {
       }
 
       const files = await this.prepareHome();
-      if (await this.cloneSources()) {
+      if ((await this.setUpSecrets()) && (await this.cloneSources())) {
         await this.runTasks(files);
       }
     } catch (error) {
@@ -196,6 +202,82 @@ class JobRun {
     await writeFile(buildenvPath, buildenv.text);
     await giveToBuildUser(this.user, buildenvPath);
     return prepareRunnerFiles(this.home, this.user);
+  }
+
+  /**
+   * Fetches the job's secrets once, masks their values in every log from
+   * then on, and installs them. Returns false when the job cannot go on,
+   * with the reason in the setup log.
+   */
+  private async setUpSecrets(): Promise<boolean> {
+    let response: SecretsResponse;
+    try {
+      response = await this.client.secrets();
+    } catch (error) {
+      if (error instanceof JobEndedError) {
+        this.stop({ kind: 'ended', message: error.message });
+        return false;
+      }
+      if (error instanceof RunnerApiError && error.status === 404) {
+        // A service that predates the route has no secrets to hand out, and builds without secrets still run.
+        this.logger.warn({ err: error.message }, 'the service has no secrets route');
+        this.line('NOTE: The service has no route for secrets (HTTP 404), so no secrets are installed.');
+        return true;
+      }
+      if (error instanceof RunnerApiError) {
+        this.line(`Fetching the secrets failed: ${error.message}.`);
+        this.fail(`fetching the secrets failed: ${error.message}`);
+        return false;
+      }
+      throw error;
+    }
+
+    const secrets = decodeSecrets(response);
+    if (typeof secrets === 'string') {
+      this.line(`The service sent invalid secrets: ${secrets}.`);
+      this.fail(`the service sent invalid secrets: ${secrets}`);
+      return false;
+    }
+    if (secrets.length === 0) {
+      this.line('No secrets to install.');
+      return true;
+    }
+
+    this.secretMatcher = new SecretMatcher(secretPatterns(secrets.map(({ value }) => value)));
+    this.requireSetupLog().maskSecrets(this.secretMatcher);
+    this.line(`Installing ${secrets.length} secret(s).`);
+    const installed = await installSecrets(secrets, {
+      home: this.home,
+      user: this.user,
+      allowOutsideHome: this.inOwnContainer(),
+      commandPath: buildEnvironment(this.home, this.user, process.env.PATH).PATH,
+      log: (text) => this.line(text),
+      importPgpKey: (key) =>
+        this.runBuildCommand({
+          argv: ['gpg', '--batch', '--import'],
+          cwd: this.home,
+          env: buildEnvironment(this.home, this.user, process.env.PATH),
+          user: this.user,
+          output: this.requireSetupLog(),
+          signal: this.controller.signal,
+          input: key,
+        }),
+    });
+    this.gpgRan = installed.gpgRan;
+    if (installed.failure !== null) {
+      this.fail(installed.failure);
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * Returns whether the runner may use paths outside HOME. Only the
+   * container image sets KILN_BUILD_USER, and there HOME and the rest of the
+   * file system belong to the job alone. The local launcher never sets it.
+   */
+  private inOwnContainer(): boolean {
+    return this.user.ids !== null;
   }
 
   /** Clones the sources in order. Returns false when one fails, with the reason in the setup log. */
@@ -347,15 +429,42 @@ class JobRun {
     }
   }
 
-  /** Kills process groups that tasks left running in the background, since nothing else ends them locally. */
+  /**
+   * Kills process groups that tasks left running in the background, since
+   * nothing else ends them locally, and stops gpg-agent when gpg ran.
+   */
   private async stopBackgroundProcesses(): Promise<void> {
-    const results = await Promise.all(
-      this.processGroups.map(async ({ task, group }) => ({ task, killed: await killProcessGroup(group) })),
-    );
+    const groups = this.processGroups.splice(0);
+    const results = await Promise.all(groups.map(async ({ task, group }) => ({ task, killed: await killProcessGroup(group) })));
     for (const { task, killed } of results) {
       if (killed) {
         this.line(`Stopped background processes that task ${task} left running.`);
       }
+    }
+    if (this.gpgRan) {
+      this.gpgRan = false;
+      await this.stopGpgAgent();
+    }
+  }
+
+  /** Stops the build user's gpg-agent, which runs in a session of its own and so escapes the process group kills. */
+  private async stopGpgAgent(): Promise<void> {
+    const environment = buildEnvironment(this.home, this.user, process.env.PATH);
+    if (!(await findExecutable('gpgconf', environment.PATH))) {
+      this.line('NOTE: gpgconf is not installed, so a gpg-agent that gpg started may keep running.');
+      return;
+    }
+    const result = await this.runBuildCommand({
+      argv: ['gpgconf', '--kill', 'gpg-agent'],
+      cwd: this.home,
+      env: environment,
+      user: this.user,
+      output: this.requireSetupLog(),
+      // The job's own signal may be aborted by now, and this cleanup must run anyway.
+      signal: new AbortController().signal,
+    });
+    if (result.exitCode !== 0) {
+      this.line(`Stopping gpg-agent failed (gpgconf: ${describeResult(result)}).`);
     }
   }
 
@@ -371,19 +480,29 @@ class JobRun {
     } else {
       this.line('Job ended: the service no longer accepts reports for it, so the runner stops without completing it.');
     }
-    this.logger.info({ status: status ?? 'ended', reason: this.failure ?? undefined }, 'job finished');
+    // The reason can quote build output, such as a source URL, so it is masked like the logs.
+    const reason = this.failure === null ? undefined : this.maskSecrets(this.failure);
+    this.logger.info({ status: status ?? 'ended', reason }, 'job finished');
     await this.setup?.finish();
 
     if (status === null) {
       return EXIT_FAILED;
     }
     try {
-      await this.client.complete(status === 'failed' ? { status, reason: this.failure ?? undefined } : { status });
+      await this.client.complete(status === 'failed' ? { status, reason } : { status });
     } catch (error) {
       this.logger.error({ err: errorMessage(error), status }, 'complete failed');
       return EXIT_FAILED;
     }
     return status === 'success' ? EXIT_SUCCESS : EXIT_FAILED;
+  }
+
+  /** Returns the text with the job's secret values masked, for text that leaves the runner outside a log. */
+  private maskSecrets(text: string): string {
+    if (this.secretMatcher === null) {
+      return text;
+    }
+    return new SecretMasker(this.secretMatcher).mask(Buffer.from(text, 'utf8')).toString('utf8');
   }
 
   /** Returns the status for `complete`, or null when the service has already ended the job. */
@@ -486,8 +605,8 @@ class JobRun {
     return handle;
   }
 
-  private openLog(request: LogUrlRequest, fileName: string, name: string): Promise<LogWriter> {
-    return LogWriter.open({
+  private async openLog(request: LogUrlRequest, fileName: string, name: string): Promise<LogWriter> {
+    const log = await LogWriter.open({
       name,
       file: path.join(this.config.stateDir, 'logs', fileName),
       maxBytes: this.job.logMaxBytes,
@@ -504,6 +623,10 @@ class JobRun {
       },
       shouldRetry: (error) => !(error instanceof RunnerApiError && error.status !== null && error.status < 500 && error.status !== 429),
     });
+    if (this.secretMatcher !== null) {
+      log.maskSecrets(this.secretMatcher);
+    }
+    return log;
   }
 }
 

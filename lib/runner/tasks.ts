@@ -139,6 +139,8 @@ export interface CommandOptions {
   signal: AbortSignal;
   /** Called synchronously with the process group id right after the spawn, before the command's output is read. */
   onStart?: (processGroup: number) => void;
+  /** Bytes for the command's stdin, which is /dev/null when left out. */
+  input?: Buffer;
 }
 
 export interface CommandResult {
@@ -164,7 +166,7 @@ export function describeResult(result: CommandResult): string {
 
 /**
  * Runs a command in a new session and process group, with stdin from
- * /dev/null and stdout and stderr merged into `output`. `/bin/sh` points fd 2
+ * `input` or /dev/null and stdout and stderr merged into `output`. `/bin/sh` points fd 2
  * at the pipe of fd 1 and then execs the command, so the command keeps the
  * group leader's pid. Aborting `signal` kills the whole group.
  */
@@ -175,12 +177,17 @@ export async function runCommand(options: CommandOptions): Promise<CommandResult
   }
 
   const argv = options.user.ids ? ['runuser', '-u', options.user.name, '--', ...options.argv] : options.argv;
-  const child = spawn('/bin/sh', ['-c', 'exec "$@" 2>&1', 'sh', ...argv], {
-    cwd: options.cwd,
-    env: options.env,
-    detached: true,
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
+  const shellArguments = ['-c', 'exec "$@" 2>&1', 'sh', ...argv];
+  const spawnOptions = { cwd: options.cwd, env: options.env, detached: true };
+  const child =
+    options.input === undefined
+      ? spawn('/bin/sh', shellArguments, { ...spawnOptions, stdio: ['ignore', 'pipe', 'ignore'] })
+      : spawn('/bin/sh', shellArguments, { ...spawnOptions, stdio: ['pipe', 'pipe', 'ignore'] });
+  if (options.input !== undefined && child.stdin !== null) {
+    // A command that exits without reading all of its input makes the write fail with EPIPE, which is no error here.
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(options.input);
+  }
 
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null } | { error: Error }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));

@@ -16,6 +16,7 @@ import {
   type ClaimedTask,
   type CompleteRequest,
   type LogUrlRequest,
+  type RunnerSecret,
   type RunnerTaskStatus,
 } from '../../lib/runner/protocol.js';
 
@@ -40,6 +41,12 @@ export interface FakeRunnerApiOptions {
   urlLifetimeSeconds?: number;
   /** Returns true to reject this task update with 409 and end the job, as a cancel does. */
   conflictOnTaskUpdate?: (task: string, status: RunnerTaskStatus) => boolean;
+  /** Called with each accepted task update, for timing it. */
+  onTaskUpdate?: (task: string, status: RunnerTaskStatus) => void;
+  /** The secrets that `POST .../secrets` returns; none when left out. */
+  secrets?: RunnerSecret[];
+  /** Returns 404 for `POST .../secrets`, as a service without the route does. */
+  withoutSecretsRoute?: boolean;
 }
 
 export interface FakeRunnerApi {
@@ -58,6 +65,8 @@ export interface FakeRunnerApi {
   violations: string[];
   /** The job's deadline as sent in the claim. */
   deadline: string | null;
+  /** How many times the runner requested the secrets. */
+  secretsRequests: number;
   /** The current status of a task, as the service would store it. */
   taskStatus(task: string): RunnerTaskStatus | 'pending';
   /** Reads a log object from s3rver; returns null when the runner never uploaded it. */
@@ -100,6 +109,7 @@ export async function startFakeRunnerApi(options: FakeRunnerApiOptions): Promise
     completion: null,
     violations: [],
     deadline: null,
+    secretsRequests: 0,
     taskStatus: (task) => statuses.get(task) ?? 'pending',
     readLog: async (request) => {
       try {
@@ -215,7 +225,23 @@ export async function startFakeRunnerApi(options: FakeRunnerApiOptions): Promise
     }
     statuses.set(task, status);
     state.taskUpdates.push({ task, status });
+    options.onTaskUpdate?.(task, status);
     return c.json({});
+  });
+
+  app.post('/runner/v1/jobs/:id/secrets', (c) => {
+    if (options.withoutSecretsRoute) {
+      return c.json({ errors: [{ reason: `No route for POST ${c.req.path}` }] }, 404);
+    }
+    const failure = checkSession(c);
+    if (failure) {
+      return failure;
+    }
+    state.secretsRequests += 1;
+    if (state.secretsRequests > 1) {
+      return reject(c, 409, `the secrets of job ${jobId} were handed out already`, true);
+    }
+    return c.json({ secrets: options.secrets ?? [] });
   });
 
   app.post('/runner/v1/jobs/:id/complete', async (c) => {
