@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
+import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -47,8 +48,8 @@ export interface LogWriterOptions {
   finalRetryWindowMs?: number;
 }
 
-/** A presigned upload target that failed with a status that a new URL may fix (403 after expiry). */
-class UploadRejectedError extends Error {
+/** A PUT to a presigned URL that got a response other than 2xx, such as 403 after the URL expired. */
+export class UploadRejectedError extends Error {
   override name = 'UploadRejectedError';
 
   constructor(
@@ -343,6 +344,23 @@ export class LogWriter {
  * without its query, because the query contains the signature.
  */
 export function putFile(url: string, headers: Record<string, string>, file: string, length: number): Promise<void> {
+  return putStream(url, headers, length, () => createReadStream(file, { start: 0, end: length - 1 }));
+}
+
+/**
+ * Sends `length` bytes from the stream that `openBody` returns with PUT and a
+ * Content-Length header. `openBody` is not called when `length` is 0. A
+ * stream that ends early or sends more fails the request with
+ * {@link BodyLengthError}. Aborting `signal` destroys the request. A
+ * response other than 2xx raises {@link UploadRejectedError} with its status.
+ */
+export function putStream(
+  url: string,
+  headers: Record<string, string>,
+  length: number,
+  openBody: () => Readable,
+  signal?: AbortSignal,
+): Promise<void> {
   const target = new URL(url);
   const shownUrl = `${target.origin}${target.pathname}`;
   const transport = target.protocol === 'https:' ? https : http;
@@ -373,15 +391,50 @@ export function putFile(url: string, headers: Record<string, string>, file: stri
     );
     request.on('timeout', () => request.destroy(new Error(`PUT ${shownUrl} timed out`)));
     request.on('error', (error) => reject(new Error(`PUT ${shownUrl} failed: ${error.message}`)));
+    if (signal !== undefined) {
+      const onAbort = (): void => {
+        request.destroy(new Error('the job was stopped'));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      request.once('close', () => signal.removeEventListener('abort', onAbort));
+      if (signal.aborted) {
+        onAbort();
+        return;
+      }
+    }
 
     if (length === 0) {
       request.end();
       return;
     }
-    pipeline(createReadStream(file, { start: 0, end: length - 1 }), request).catch((error: Error) =>
-      reject(new Error(`PUT ${shownUrl} failed while sending the file: ${error.message}`)),
-    );
+    pipeline(openBody(), exactLength(length), request).catch((error: Error) => {
+      const message = `PUT ${shownUrl} failed while sending the file: ${error.message}`;
+      reject(error instanceof BodyLengthError ? new BodyLengthError(message) : new Error(message));
+    });
   });
+}
+
+/**
+ * Returns a pass-through stream that fails when the data is longer or
+ * shorter than `length` bytes, before a wrong byte count reaches the request
+ * that announced `length` in its Content-Length header.
+ */
+function exactLength(length: number): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      seen += chunk.length;
+      callback(seen > length ? new BodyLengthError(`the data is longer than the ${length} bytes announced`) : null, chunk);
+    },
+    flush(callback) {
+      callback(seen < length ? new BodyLengthError(`the data ended after ${seen} of the ${length} bytes announced`) : null);
+    },
+  });
+}
+
+/** A PUT body of another length than its Content-Length, which no retry of the same data can fix. */
+export class BodyLengthError extends Error {
+  override name = 'BodyLengthError';
 }
 
 function errorMessage(error: unknown): string {

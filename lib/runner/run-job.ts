@@ -1,6 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { findArtifacts, formatSize, putArtifact } from './artifacts.js';
 import { renderBuildenv } from './buildenv.js';
 import { JobEndedError, RunnerApiError, RunnerClient } from './client.js';
 import { LogWriter } from './log-writer.js';
@@ -107,6 +108,8 @@ class JobRun {
   private secretMatcher: SecretMatcher | null = null;
   /** Whether gpg ran for a PGP key, so gpg-agent must be stopped at the end. */
   private gpgRan = false;
+  /** Whether {@link skipPendingTasks} has run, which it does once, before the artifacts or at the end. */
+  private pendingTasksSettled = false;
 
   constructor(
     private readonly config: RunnerConfig,
@@ -147,6 +150,12 @@ class JobRun {
       if ((await this.setUpSecrets()) && (await this.cloneSources())) {
         await this.runTasks(files);
       }
+      if (this.failure === null && this.stopReason === null) {
+        // complete-build leaves later tasks pending, and background processes could still change files.
+        await this.skipPendingTasks();
+        await this.stopBackgroundProcesses();
+        await this.uploadArtifacts();
+      }
     } catch (error) {
       // Protocol errors are handled where they happen, so this catches failures of the runner itself.
       this.logger.error({ err: errorMessage(error) }, 'runner error');
@@ -179,9 +188,6 @@ class JobRun {
     }
     if (job.shell) {
       this.line('NOTE: "shell: true" has no effect, because the local runner offers no SSH access to the build.');
-    }
-    if (job.artifacts.length > 0) {
-      this.line(`NOTE: Artifacts are not collected, because the runner protocol has no route for them: ${job.artifacts.join(' ')}`);
     }
   }
 
@@ -325,6 +331,48 @@ class JobRun {
     return true;
   }
 
+  /**
+   * Uploads the manifest's artifacts once every task succeeded, complete-build
+   * included. Every path is checked first, so a missing or oversized file
+   * fails the job before anything is uploaded.
+   */
+  private async uploadArtifacts(): Promise<void> {
+    if (this.job.artifacts.length === 0) {
+      return;
+    }
+    const { artifacts, problems } = await findArtifacts(this.job.artifacts, this.home, this.inOwnContainer());
+    if (problems.length > 0) {
+      for (const problem of problems) {
+        this.line(`Artifact ${problem.path} cannot be uploaded: ${problem.reason}.`);
+      }
+      const paths = problems.map((problem) => problem.path).join(', ');
+      this.fail(`${problems.length} of ${this.job.artifacts.length} artifact(s) cannot be uploaded: ${paths}`);
+      return;
+    }
+
+    for (const artifact of artifacts) {
+      if (this.controller.signal.aborted) {
+        return;
+      }
+      this.line(`Uploading artifact ${artifact.path} (${formatSize(artifact.size)}).`);
+      try {
+        const target = await this.client.artifactUrl({ path: artifact.path, size: artifact.size });
+        await putArtifact(target, artifact, this.user, this.controller.signal);
+        await this.client.artifactUploaded({ path: artifact.path });
+      } catch (error) {
+        if (error instanceof JobEndedError) {
+          this.stop({ kind: 'ended', message: error.message });
+          return;
+        }
+        this.logger.error({ err: errorMessage(error), artifact: artifact.path }, 'artifact upload failed');
+        this.line(`Uploading artifact ${artifact.path} failed: ${errorMessage(error)}.`);
+        this.fail(`uploading artifact ${artifact.path} failed: ${errorMessage(error)}`);
+        return;
+      }
+      this.line(`Uploaded artifact ${artifact.path}.`);
+    }
+  }
+
   /** Fails the job because a source is invalid. Returns false, for {@link cloneSources}. */
   private rejectSource(shown: string, reason: string): false {
     const sentence = reason.replace(/\.$/, '');
@@ -409,6 +457,10 @@ class JobRun {
    * accepts updates.
    */
   private async skipPendingTasks(): Promise<void> {
+    if (this.pendingTasksSettled) {
+      return;
+    }
+    this.pendingTasksSettled = true;
     const serviceGone = (): boolean => this.stopReason?.kind === 'ended' || this.stopReason?.kind === 'unreachable';
     const running = [...this.taskStatus].filter(([, status]) => status === 'running').map(([name]) => name);
     for (const name of running) {

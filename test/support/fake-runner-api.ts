@@ -5,13 +5,16 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CreateBucketCommand, GetObjectCommand, NoSuchKey, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand, NoSuchKey, NotFound, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { serve, type ServerType } from '@hono/node-server';
 import { Hono, type Context } from 'hono';
 import { LOCAL_CREDENTIALS, LOCAL_REGION, startS3rver, type LocalServer } from '../../infra/local/aws-local.js';
 import {
+  MAX_ARTIFACT_BYTES,
   RUNNER_PROTOCOL_VERSION,
+  type ArtifactUploadedRequest,
+  type ArtifactUrlRequest,
   type ClaimedJob,
   type ClaimedTask,
   type CompleteRequest,
@@ -22,6 +25,7 @@ import {
 
 const BUCKET = 'kiln-runner-test';
 const LOG_CONTENT_TYPE = 'text/plain; charset=utf-8';
+const ARTIFACT_CONTENT_TYPE = 'application/octet-stream';
 
 /** Task moves that the service accepts; the fake rejects any other with 400 and records a violation. */
 const TASK_MOVES: Record<RunnerTaskStatus | 'pending', readonly RunnerTaskStatus[]> = {
@@ -67,6 +71,12 @@ export interface FakeRunnerApi {
   deadline: string | null;
   /** How many times the runner requested the secrets. */
   secretsRequests: number;
+  /** Every accepted `POST .../artifacts` request, in order. */
+  artifactRequests: ArtifactUrlRequest[];
+  /** Artifacts whose upload the runner reported and the fake verified, in order. */
+  uploadedArtifacts: ArtifactUrlRequest[];
+  /** Reads an artifact's object from s3rver; returns null when nothing was uploaded for it. */
+  readArtifact(path: string): Promise<Buffer | null>;
   /** The current status of a task, as the service would store it. */
   taskStatus(task: string): RunnerTaskStatus | 'pending';
   /** Reads a log object from s3rver; returns null when the runner never uploaded it. */
@@ -99,6 +109,19 @@ export async function startFakeRunnerApi(options: FakeRunnerApiOptions): Promise
 
   const logKey = (request: LogUrlRequest): string =>
     request.log === 'setup' ? `logs/${jobId}/setup.log` : `logs/${jobId}/tasks/${request.task}.log`;
+  /** Object keys by artifact path. Keys are numbered, because a path may contain `..` or `~`. */
+  const artifactKeys = new Map<string, string>();
+  const readObject = async (key: string): Promise<Buffer | null> => {
+    try {
+      const object = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
+      return Buffer.from((await object.Body?.transformToByteArray()) ?? new Uint8Array());
+    } catch (error) {
+      if (error instanceof NoSuchKey) {
+        return null;
+      }
+      throw error;
+    }
+  };
 
   const state: FakeRunnerApi = {
     url: '',
@@ -110,18 +133,14 @@ export async function startFakeRunnerApi(options: FakeRunnerApiOptions): Promise
     violations: [],
     deadline: null,
     secretsRequests: 0,
-    taskStatus: (task) => statuses.get(task) ?? 'pending',
-    readLog: async (request) => {
-      try {
-        const object = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: logKey(request) }));
-        return Buffer.from((await object.Body?.transformToByteArray()) ?? new Uint8Array());
-      } catch (error) {
-        if (error instanceof NoSuchKey) {
-          return null;
-        }
-        throw error;
-      }
+    artifactRequests: [],
+    uploadedArtifacts: [],
+    readArtifact: async (artifactPath) => {
+      const key = artifactKeys.get(artifactPath);
+      return key === undefined ? null : readObject(key);
     },
+    taskStatus: (task) => statuses.get(task) ?? 'pending',
+    readLog: (request) => readObject(logKey(request)),
     close: async () => {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       s3.destroy();
@@ -242,6 +261,69 @@ export async function startFakeRunnerApi(options: FakeRunnerApiOptions): Promise
       return reject(c, 409, `the secrets of job ${jobId} were handed out already`, true);
     }
     return c.json({ secrets: options.secrets ?? [] });
+  });
+
+  app.post('/runner/v1/jobs/:id/artifacts', async (c) => {
+    const failure = checkSession(c);
+    if (failure) {
+      return failure;
+    }
+    const request = (await c.req.json()) as ArtifactUrlRequest;
+    const listed = (options.job.artifacts ?? []).includes(request.path);
+    if (!listed) {
+      return reject(c, 400, `${JSON.stringify(request.path)} is not an artifact of job ${jobId}`, true);
+    }
+    if (!Number.isSafeInteger(request.size) || request.size < 0 || request.size > MAX_ARTIFACT_BYTES) {
+      return reject(c, 400, `size ${JSON.stringify(request.size)} is not a number of bytes from 0 to ${MAX_ARTIFACT_BYTES}`, true);
+    }
+    if (artifactKeys.has(request.path)) {
+      return reject(c, 400, `artifact ${request.path} was requested already`, true);
+    }
+    const unfinished = [...statuses].filter(([, status]) => status !== 'success' && status !== 'skipped');
+    if (unfinished.length > 0) {
+      return reject(c, 400, `artifacts are uploaded only after every task succeeded: ${unfinished.map(([name, status]) => `${name}=${status}`).join(', ')}`, true);
+    }
+
+    const key = `artifacts/${jobId}/${artifactKeys.size + 1}`;
+    artifactKeys.set(request.path, key);
+    state.artifactRequests.push(request);
+    const lifetime = options.urlLifetimeSeconds ?? 15 * 60;
+    const url = await getSignedUrl(
+      s3,
+      new PutObjectCommand({ Bucket: BUCKET, Key: key, ContentType: ARTIFACT_CONTENT_TYPE, ContentLength: request.size }),
+      { expiresIn: lifetime, signableHeaders: new Set(['content-type', 'content-length']) },
+    );
+    return c.json({
+      url,
+      headers: { 'content-type': ARTIFACT_CONTENT_TYPE },
+      expiresAt: new Date(Date.now() + lifetime * 1000).toISOString(),
+    });
+  });
+
+  app.post('/runner/v1/jobs/:id/artifacts/uploaded', async (c) => {
+    const failure = checkSession(c);
+    if (failure) {
+      return failure;
+    }
+    const { path: artifactPath } = (await c.req.json()) as ArtifactUploadedRequest;
+    const key = artifactKeys.get(artifactPath);
+    const requested = state.artifactRequests.find((request) => request.path === artifactPath);
+    if (key === undefined || requested === undefined) {
+      return reject(c, 400, `artifact ${JSON.stringify(artifactPath)} was never requested`, true);
+    }
+    let size: number | undefined;
+    try {
+      size = (await s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }))).ContentLength;
+    } catch (error) {
+      if (!(error instanceof NotFound)) {
+        throw error;
+      }
+    }
+    if (size !== requested.size) {
+      return reject(c, 400, `artifact ${artifactPath} has ${size ?? 'no'} bytes in S3, not the ${requested.size} requested`, true);
+    }
+    state.uploadedArtifacts.push(requested);
+    return c.json({});
   });
 
   app.post('/runner/v1/jobs/:id/complete', async (c) => {
