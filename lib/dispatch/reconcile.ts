@@ -34,9 +34,10 @@ export async function reconcileJobs(context: ServiceContext, now = Date.now()): 
 }
 
 /**
- * Brings jobs back in order after the local stack restarts: jobs whose runner
- * was running end `failed` with the reason in their setup log, jobs that
- * waited in the queue, or whose runner had not claimed them yet, are queued again, and the running slots are recounted.
+ * Brings jobs back in order after the local stack restarts. Jobs whose runner
+ * was running end `failed` with the reason in their setup log. Jobs that
+ * waited in the queue, or whose runner had not claimed them yet, are queued
+ * again. Then the running slots are recounted.
  */
 export async function recoverAfterRestart(context: ServiceContext): Promise<{ failed: number[]; requeued: number[] }> {
   const failed: number[] = [];
