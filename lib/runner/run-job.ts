@@ -10,7 +10,8 @@ import { SecretMasker, SecretMatcher, secretPatterns } from './secret-masker.js'
 import { decodeSecrets, findExecutable, installSecrets } from './secrets.js';
 import type { ClaimedJob, LogUrlRequest, RunnerJobStatus, RunnerTaskStatus, SecretsResponse } from './protocol.js';
 import { ValidationError } from '../errors.js';
-import { parseSource, type ParsedSource } from '../manifest/index.js';
+// The parser's own module, because the package index also loads the YAML parser and the image catalog.
+import { parseSource, type ParsedSource } from '../manifest/sources.js';
 import { checkParsedSource, cloneCommands } from './sources.js';
 import {
   buildEnvironment,

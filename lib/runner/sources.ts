@@ -1,5 +1,5 @@
 import path from 'node:path';
-import type { ParsedSource } from '../manifest/index.js';
+import type { ParsedSource } from '../manifest/sources.js';
 
 /**
  * Returns why a source cannot be cloned safely into the build's HOME, or null
