@@ -17,6 +17,7 @@ export const CONTEXT_KEYS = {
   KILN_ANONYMOUS_READ: 'anonymousRead',
   KILN_WEBHOOK_ALLOW_PRIVATE: 'webhookAllowPrivate',
   KILN_SMTP_URL: 'smtpUrl',
+  KILN_EMAIL_FROM: 'emailFrom',
   KILN_OAUTH_INTROSPECTION_URL: 'oauthIntrospectionUrl',
   KILN_RETENTION_DAYS: 'retentionDays',
   KILN_BUILD_CPU: 'buildCpu',

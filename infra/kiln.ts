@@ -27,6 +27,7 @@ import { TABLE_KEYS, tableDefinition } from '../lib/store/index.js';
 import { suppressKilnFindings } from './nag-suppressions.js';
 import { RunnerFleet } from './runner-fleet.js';
 import { ServiceFunction } from './service-function.js';
+import { KilnTriggers } from './triggers.js';
 
 /** Settings of a Kiln deployment. Each `KILN_*` setting takes the format that the service reads from its environment. */
 export interface KilnProps {
@@ -147,6 +148,11 @@ export interface KilnProps {
    * @default - the stack name followed by `-runner`
    */
   readonly taskFamilyPrefix?: string;
+  /**
+   * From address of trigger email (KILN_EMAIL_FROM), an address or domain verified in SES, such as `Kiln <ci@example.org>`.
+   * @default - email triggers send nothing, and the setup log states why
+   */
+  readonly emailFrom?: string;
 }
 
 /** Receives of a job message before SQS moves it to the dead-letter queue. */
@@ -169,7 +175,7 @@ const SERVICE_LOG_RETENTION = logs.RetentionDays.ONE_MONTH;
 /** The DynamoDB actions that the stores call. */
 const TABLE_ACTIONS = ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:Query'];
 
-/** The four Lambda functions of a deployment. */
+/** The four Lambda functions of a deployment's job flow; the triggers function is {@link Kiln.triggers}. */
 export interface KilnFunctions {
   readonly api: ServiceFunction;
   readonly dispatch: ServiceFunction;
@@ -181,7 +187,8 @@ export interface KilnFunctions {
  * A complete Kiln deployment. It contains the HTTP API, the job table, the
  * log bucket, the job queue with its dead-letter queue, and the build cluster
  * with one task definition per catalog image and architecture. Four functions
- * tie them together, and alarms watch the parts that fail quietly.
+ * tie them together, {@link KilnTriggers} sends the webhooks and emails of
+ * ended jobs, and alarms watch the parts that fail quietly.
  */
 export class Kiln extends Construct {
   readonly table: dynamodb.Table;
@@ -191,6 +198,7 @@ export class Kiln extends Construct {
   readonly secretsKey: kms.Key;
   readonly fleet: RunnerFleet;
   readonly functions: KilnFunctions;
+  readonly triggers: KilnTriggers;
   readonly httpApi: HttpApi;
   readonly stage: HttpStage;
   /** The API's public base URL without a trailing slash. */
@@ -265,6 +273,18 @@ export class Kiln extends Construct {
     };
     this.functions = this.createFunctions(environment, publicUrl);
     this.grantFunctions();
+    this.triggers = new KilnTriggers(this, 'Triggers', {
+      table: this.table,
+      bucket: this.bucket,
+      environment: { ...environment, [AWS_ENV.publicUrl]: this.apiUrl },
+      emailFrom: props.emailFrom,
+      logRetention: SERVICE_LOG_RETENTION,
+    });
+    // Each of the four functions may end a job, which queues the job's triggers. The API ends jobs on cancel and on the
+    // runner's final report, dispatch when a runner cannot start, and task-stopped and reconcile when a build is lost
+    // or times out.
+    for (const fn of Object.values(this.functions) as ServiceFunction[]) this.triggers.bindEnqueue(fn.function);
+    this.triggers.bindWebhookKey(this.functions.api.function);
     this.stage = this.createApi(props);
     this.createEventRules();
     this.createAlarms();
@@ -463,6 +483,12 @@ export class Kiln extends Construct {
       this.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ period, statistic: 'Maximum' }),
       'Kiln: job messages reached the dead-letter queue, so their jobs were never dispatched',
     );
+    alarm(
+      'TriggersDeadLetterQueueAlarm',
+      this.triggers.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ period, statistic: 'Maximum' }),
+      'Kiln: triggers messages reached the dead-letter queue, so some webhooks or emails of ended jobs were not sent',
+    );
+    alarm('TriggersErrorsAlarm', this.triggers.function.metricErrors({ period, statistic: 'Sum' }), 'Kiln: the triggers function failed');
     for (const [name, fn] of Object.entries(this.functions) as Array<[string, ServiceFunction]>) {
       const id = name[0].toUpperCase() + name.slice(1);
       alarm(`${id}ErrorsAlarm`, fn.function.metricErrors({ period, statistic: 'Sum' }), `Kiln: the ${name} function failed`);

@@ -7,6 +7,7 @@ import type { DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
 import { ECSClient, type ECSClientConfig } from '@aws-sdk/client-ecs';
 import { KMSClient, type KMSClientConfig } from '@aws-sdk/client-kms';
 import { S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
+import { SecretsManagerClient, type SecretsManagerClientConfig } from '@aws-sdk/client-secrets-manager';
 import { SQSClient, type SQSClientConfig } from '@aws-sdk/client-sqs';
 import { AWS_DEFAULTS, parseBoolean, parseCount, parseUrl, readSettings, SettingError, type Settings } from './config.js';
 import type { JobEndListener, ServiceContext } from './context.js';
@@ -16,6 +17,7 @@ import { DynamoLogLock, LogStore } from './logs/log-store.js';
 import { SqsJobQueue } from './queue/job-queue.js';
 import { KmsCipher } from './secrets/cipher.js';
 import { createStores, type Stores } from './store/index.js';
+import { createAwsTriggerParts, readAwsTriggerConfig, type AwsTriggerConfig } from './triggers/aws.js';
 
 /** Names of the environment variables that the CDK stack sets on the functions. */
 export const AWS_ENV = {
@@ -53,6 +55,8 @@ export interface AwsConfig {
   publicUrl: string | null;
   /** ARN or id of the KMS key that wraps the data keys of secrets. */
   secretsKeyId: string;
+  /** The triggers queue and webhook key secret, where the function is bound to them. */
+  triggers: AwsTriggerConfig;
   settings: Settings;
 }
 
@@ -85,6 +89,7 @@ export function readAwsConfig(env: NodeJS.ProcessEnv): AwsConfig {
     useSpot: parseBoolean(AWS_ENV.fargateSpot, required(AWS_ENV.fargateSpot)),
     publicUrl: publicUrl ? normalizePublicUrl(parseUrl(['https:', 'http:'])(AWS_ENV.publicUrl, publicUrl)) : null,
     secretsKeyId: required(AWS_ENV.secretsKey),
+    triggers: readAwsTriggerConfig(env),
     settings: readSettings(env, AWS_DEFAULTS),
   };
 }
@@ -101,6 +106,7 @@ export interface AwsClientOverrides {
   sqs?: SQSClientConfig;
   ecs?: ECSClientConfig;
   kms?: KMSClientConfig;
+  secretsManager?: SecretsManagerClientConfig;
 }
 
 /** The SDK clients and stores that every context of a process shares. */
@@ -110,6 +116,7 @@ export interface AwsClients {
   sqs: SQSClient;
   ecs: ECSClient;
   kms: KMSClient;
+  secretsManager: SecretsManagerClient;
 }
 
 export function createAwsClients(config: AwsConfig, overrides: AwsClientOverrides = {}): AwsClients {
@@ -119,6 +126,7 @@ export function createAwsClients(config: AwsConfig, overrides: AwsClientOverride
     sqs: new SQSClient(overrides.sqs ?? {}),
     ecs: new ECSClient(overrides.ecs ?? {}),
     kms: new KMSClient(overrides.kms ?? {}),
+    secretsManager: new SecretsManagerClient(overrides.secretsManager ?? {}),
   };
 }
 
@@ -156,6 +164,7 @@ export function createAwsRuntime(
     apiUrl: url,
     logger,
   });
+  const triggers = createAwsTriggerParts(config.triggers, clients);
   const context: ServiceContext = {
     settings: config.settings,
     stores: clients.stores,
@@ -164,8 +173,8 @@ export function createAwsRuntime(
     launcher,
     logger,
     secretCipher: new KmsCipher(clients.kms, config.secretsKeyId),
-    // TODO: the local stack's listener is a no-op too; pass the trigger runner here once triggers exist.
-    jobEnd: options.jobEnd ?? { jobEnded: async () => undefined },
+    jobEnd: options.jobEnd ?? triggers.jobEnd,
+    webhookKey: triggers.webhookKey,
     publicUrl: url,
   };
 

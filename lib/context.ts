@@ -26,10 +26,9 @@ export interface ServiceContext {
   jobEnd: JobEndListener;
   /**
    * The Ed25519 key pair that signs webhook bodies; `GET /api/webhooks/public-key` serves its public half.
-   * Without it, webhooks are not sent and the public key route returns 503.
+   * On AWS, a function that is not bound to the key's secret gets a source whose every load fails.
    */
-  // TODO: make this required once the AWS context sets it from the CDK-created secret.
-  webhookKey?: WebhookKeySource;
+  webhookKey: WebhookKeySource;
   /** The API's public base URL without a trailing slash, such as `http://127.0.0.1:8080`. */
   publicUrl: string;
 }

@@ -67,8 +67,16 @@ describe('cdk-nag AwsSolutions checks', () => {
       'AwsSolutions-IAM5',
       'AwsSolutions-L1',
       'AwsSolutions-S1',
+      'AwsSolutions-SMG4',
       'AwsSolutions-VPC7',
     ]);
+  });
+
+  it('acknowledges the unrotated webhook key secret with the reason', () => {
+    const rotation = acknowledgementsOf(stack).filter((acknowledgement) => acknowledgement.id === 'AwsSolutions-SMG4');
+
+    expect(rotation.map((acknowledgement) => acknowledgement.path)).toEqual(['Kiln/Kiln/Triggers/WebhookKey']);
+    expect(rotation[0].reason).toContain('would change the public key');
   });
 
   it('acknowledges wildcard resources only on named resources', () => {

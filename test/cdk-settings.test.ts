@@ -29,6 +29,7 @@ const CONTEXT = {
   KILN_ANONYMOUS_READ: 'true',
   KILN_WEBHOOK_ALLOW_PRIVATE: 'true',
   KILN_SMTP_URL: 'smtps://kiln:secret@mail.example.org:465',
+  KILN_EMAIL_FROM: 'Kiln <ci@example.org>',
   KILN_OAUTH_INTROSPECTION_URL: 'https://auth.example.org/introspect',
   KILN_PUBLIC_URL: 'https://ci.example.org/',
   KILN_DELETION_PROTECTION: 'false',
@@ -102,6 +103,7 @@ describe('Kiln settings that cannot be deployed', () => {
     [{ KILN_IMAGES: 'ubuntu/jammy' }, 'images: "ubuntu/jammy" is not a canonical catalog name'],
     [{ KILN_BUILD_CPU: 1024, KILN_BUILD_MEMORY: 512 }, 'buildMemoryMiB=512 does not fit buildCpu=1024'],
     [{ KILN_RETENTION_DAYS: -1 }, 'retentionDays=-1 must be a whole number of at least 0'],
+    [{ KILN_EMAIL_FROM: 'not an address' }, 'emailFrom="not an address" is not an email address'],
   ])('fail synthesis for %j', (context, message) => {
     expect(() => createKilnApp({ context, env: {} })).toThrow(message);
   });
@@ -207,8 +209,35 @@ describe('Kiln stack with every setting changed', () => {
     });
   });
 
-  it.each(['Api', 'Dispatch', 'TaskStopped', 'Reconcile'])('gives %s the custom public URL', (name) => {
+  it.each(['Api', 'Dispatch', 'TaskStopped', 'Reconcile', 'Triggers'])('gives %s the custom public URL', (name) => {
     expect(variablesOf(name)[AWS_ENV.publicUrl]).toBe('https://ci.example.org');
+  });
+
+  it('gives only the triggers function the from address', () => {
+    expect(variablesOf('Triggers').KILN_EMAIL_FROM).toBe('Kiln <ci@example.org>');
+    for (const name of ['Api', 'Dispatch', 'TaskStopped', 'Reconcile']) {
+      expect(variablesOf(name), name).not.toHaveProperty('KILN_EMAIL_FROM');
+    }
+  });
+
+  it('lets only the triggers function send from the address through SES', () => {
+    const sesPolicies = ofType('AWS::IAM::Policy').filter(([, policy]) => JSON.stringify(policy.Properties.PolicyDocument).includes('"ses:'));
+    const statements = sesPolicies
+      .flatMap(([, policy]) => policy.Properties.PolicyDocument.Statement as Array<{ Action: unknown }>)
+      .filter((statement) => [statement.Action].flat().some((action) => String(action).startsWith('ses:')));
+
+    expect(sesPolicies).toHaveLength(1);
+    expect(sesPolicies[0][1].Properties.Roles).toEqual([{ Ref: expect.stringMatching(/^KilnTriggersFunctionRole/) }]);
+    expect(statements).toEqual([
+      {
+        Effect: 'Allow',
+        Action: ['ses:SendEmail', 'ses:SendRawEmail'],
+        Resource: {
+          'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':ses:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, ':identity/example.org']],
+        },
+        Condition: { StringEquals: { 'ses:FromAddress': 'ci@example.org' } },
+      },
+    ]);
   });
 
   it('outputs the custom public URL', () => {

@@ -8,6 +8,8 @@ import { taskDefinitionFamily } from '../lib/launchers/ecs-launcher.js';
 import { IMAGES } from '../lib/manifest/images.js';
 import { FUNCTION_TIMEOUTS, MAX_RECEIVES } from '../infra/kiln.js';
 import { createKilnApp } from '../infra/kiln-stack.js';
+import { TRIGGER_FUNCTION_TIMEOUT, TRIGGER_MAX_RECEIVES } from '../infra/triggers.js';
+import { TRIGGER_ENV } from '../lib/triggers/aws.js';
 
 type Resource = { Type: string; Properties: Record<string, any>; DeletionPolicy?: string };
 type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Condition?: Record<string, unknown> };
@@ -17,8 +19,21 @@ const FUNCTION_ENTRIES = {
   Dispatch: 'functions/dispatch-job.ts',
   TaskStopped: 'functions/task-stopped.ts',
   Reconcile: 'functions/reconcile.ts',
+  Triggers: 'functions/run-triggers.ts',
 } as const;
 type FunctionName = keyof typeof FUNCTION_ENTRIES;
+
+/** The functions that end jobs, so each queues the triggers of the jobs it ends. */
+const JOB_ENDING_FUNCTIONS: FunctionName[] = ['Api', 'Dispatch', 'TaskStopped', 'Reconcile'];
+
+/** Start of each function's and role's logical id; the triggers function sits one construct deeper. */
+const LOGICAL_ID_PREFIXES: Record<FunctionName, { function: string; role: string }> = {
+  Api: { function: 'KilnApiFunction', role: 'KilnApiRole' },
+  Dispatch: { function: 'KilnDispatchFunction', role: 'KilnDispatchRole' },
+  TaskStopped: { function: 'KilnTaskStoppedFunction', role: 'KilnTaskStoppedRole' },
+  Reconcile: { function: 'KilnReconcileFunction', role: 'KilnReconcileRole' },
+  Triggers: { function: 'KilnTriggersFunction', role: 'KilnTriggersFunctionRole' },
+};
 
 const EXPECTED_ACTIONS: Record<FunctionName, string[]> = {
   Api: [
@@ -35,6 +50,7 @@ const EXPECTED_ACTIONS: Record<FunctionName, string[]> = {
     's3:GetObject',
     's3:ListBucket',
     's3:PutObject',
+    'secretsmanager:GetSecretValue',
     'sqs:SendMessage',
   ],
   Dispatch: [
@@ -70,6 +86,7 @@ const EXPECTED_ACTIONS: Record<FunctionName, string[]> = {
     's3:GetObject',
     's3:ListBucket',
     's3:PutObject',
+    'sqs:SendMessage',
   ],
   Reconcile: [
     'dynamodb:DeleteItem',
@@ -85,6 +102,23 @@ const EXPECTED_ACTIONS: Record<FunctionName, string[]> = {
     's3:ListBucket',
     's3:PutObject',
     'sqs:SendMessage',
+  ],
+  Triggers: [
+    'dynamodb:DeleteItem',
+    'dynamodb:GetItem',
+    'dynamodb:PutItem',
+    'dynamodb:UpdateItem',
+    'logs:CreateLogStream',
+    'logs:PutLogEvents',
+    's3:GetObject',
+    's3:ListBucket',
+    's3:PutObject',
+    'secretsmanager:GetSecretValue',
+    'sqs:ChangeMessageVisibility',
+    'sqs:DeleteMessage',
+    'sqs:GetQueueAttributes',
+    'sqs:GetQueueUrl',
+    'sqs:ReceiveMessage',
   ],
 };
 
@@ -114,8 +148,16 @@ describe('Kiln stack with default settings', () => {
     return matches[0][0];
   }
 
+  function functionIdOf(name: FunctionName): string {
+    return logicalIdOf('AWS::Lambda::Function', LOGICAL_ID_PREFIXES[name].function);
+  }
+
   function functionOf(name: FunctionName): Resource {
-    return resources[logicalIdOf('AWS::Lambda::Function', `Kiln${name}Function`)];
+    return resources[functionIdOf(name)];
+  }
+
+  function roleIdOf(name: FunctionName): string {
+    return logicalIdOf('AWS::IAM::Role', LOGICAL_ID_PREFIXES[name].role);
   }
 
   function statementsOfRole(roleLogicalId: string): Statement[] {
@@ -126,11 +168,29 @@ describe('Kiln stack with default settings', () => {
   }
 
   function statementsOfFunction(name: FunctionName): Statement[] {
-    return statementsOfRole(logicalIdOf('AWS::IAM::Role', `Kiln${name}Role`));
+    return statementsOfRole(roleIdOf(name));
+  }
+
+  /** Returns the logical ids of the roles whose policies grant any action that starts with `prefix`. */
+  function rolesGranting(prefix: string): string[] {
+    return Object.values(resources)
+      .filter((resource) => resource.Type === 'AWS::IAM::Policy')
+      .filter((policy) =>
+        (policy.Properties.PolicyDocument.Statement as Statement[]).some((statement) =>
+          [statement.Action].flat().some((action) => action.startsWith(prefix)),
+        ),
+      )
+      .flatMap((policy) => (policy.Properties.Roles as Array<{ Ref: string }>).map((role) => role.Ref))
+      .sort();
   }
 
   function actionsOf(statements: Statement[]): string[] {
     return [...new Set(statements.flatMap((statement) => [statement.Action].flat()))].sort();
+  }
+
+  /** Returns every resource that the statements grant `action` on; minimized policies may split them over several statements. */
+  function resourcesGranting(statements: Statement[], action: string): unknown[] {
+    return statements.filter((statement) => [statement.Action].flat().includes(action)).flatMap((statement) => [statement.Resource].flat());
   }
 
   function statementWith(statements: Statement[], action: string): Statement {
@@ -182,7 +242,7 @@ describe('Kiln stack with default settings', () => {
       expect(fn.Properties.Architectures).toEqual(['arm64']);
       expect(fn.Properties.Handler).toBe('index.handler');
       expect(fn.Properties.Environment.Variables.NODE_OPTIONS).toBe('--enable-source-maps');
-      expect(fn.Properties.Role).toEqual({ 'Fn::GetAtt': [logicalIdOf('AWS::IAM::Role', `Kiln${name}Role`), 'Arn'] });
+      expect(fn.Properties.Role).toEqual({ 'Fn::GetAtt': [roleIdOf(name), 'Arn'] });
     });
 
     it.each(Object.keys(FUNCTION_ENTRIES) as FunctionName[])('bundles %s as minified ESM without the SDK', (name) => {
@@ -203,6 +263,7 @@ describe('Kiln stack with default settings', () => {
       expect(functionOf('Dispatch').Properties.Timeout).toBe(FUNCTION_TIMEOUTS.dispatch.toSeconds());
       expect(functionOf('TaskStopped').Properties.Timeout).toBe(FUNCTION_TIMEOUTS.taskStopped.toSeconds());
       expect(functionOf('Reconcile').Properties.Timeout).toBe(FUNCTION_TIMEOUTS.reconcile.toSeconds());
+      expect(functionOf('Triggers').Properties.Timeout).toBe(TRIGGER_FUNCTION_TIMEOUT.toSeconds());
     });
 
     it('passes the AWS defaults of the settings', () => {
@@ -251,6 +312,7 @@ describe('Kiln stack with default settings', () => {
       expect(functionOf('Dispatch').Properties.Environment.Variables[AWS_ENV.publicUrl]).toEqual(apiUrl);
       expect(functionOf('TaskStopped').Properties.Environment.Variables[AWS_ENV.publicUrl]).toEqual(apiUrl);
       expect(functionOf('Reconcile').Properties.Environment.Variables[AWS_ENV.publicUrl]).toEqual(apiUrl);
+      expect(functionOf('Triggers').Properties.Environment.Variables[AWS_ENV.publicUrl]).toEqual(apiUrl);
       expect(functionOf('Api').Properties.Environment.Variables).not.toHaveProperty(AWS_ENV.publicUrl);
     });
 
@@ -306,12 +368,45 @@ describe('Kiln stack with default settings', () => {
       expect(statementWith(statements, 's3:ListBucket').Resource).toEqual(bucketArn);
     });
 
-    it('scopes queue and key access', () => {
-      const queueArn = { 'Fn::GetAtt': [logicalIdOf('AWS::SQS::Queue', 'KilnJobQueue'), 'Arn'] };
-      const keyArn = { 'Fn::GetAtt': [logicalIdOf('AWS::KMS::Key', 'KilnSecretsKey'), 'Arn'] };
+    it('scopes sending to the job and triggers queues', () => {
+      const jobQueueArn = { 'Fn::GetAtt': [logicalIdOf('AWS::SQS::Queue', 'KilnJobQueue'), 'Arn'] };
+      const triggersQueueArn = { 'Fn::GetAtt': [logicalIdOf('AWS::SQS::Queue', 'KilnTriggersQueue'), 'Arn'] };
 
-      expect(statementWith(statementsOfFunction('Reconcile'), 'sqs:SendMessage').Resource).toEqual(queueArn);
-      expect(statementWith(statementsOfFunction('Api'), 'kms:Decrypt').Resource).toEqual(keyArn);
+      for (const name of ['Api', 'Dispatch', 'Reconcile'] as const) {
+        const resources = resourcesGranting(statementsOfFunction(name), 'sqs:SendMessage');
+        expect(resources, name).toHaveLength(2);
+        expect(resources, name).toEqual(expect.arrayContaining([jobQueueArn, triggersQueueArn]));
+      }
+      expect(resourcesGranting(statementsOfFunction('TaskStopped'), 'sqs:SendMessage')).toEqual([triggersQueueArn]);
+    });
+
+    it('lets only the API function use the secrets key', () => {
+      const keyArn = { 'Fn::GetAtt': [logicalIdOf('AWS::KMS::Key', 'KilnSecretsKey'), 'Arn'] };
+      const kmsStatements = statementsOfFunction('Api').filter((statement) =>
+        [statement.Action].flat().some((action) => action.startsWith('kms:')),
+      );
+
+      // POST /api/secrets encrypts, and the runner routes decrypt a job's secrets; both are served by the API function.
+      expect(kmsStatements).toEqual([{ Effect: 'Allow', Action: ['kms:Decrypt', 'kms:GenerateDataKey'], Resource: keyArn }]);
+      expect(rolesGranting('kms:')).toEqual([roleIdOf('Api')]);
+    });
+
+    it('lets only the API and triggers functions read the webhook key', () => {
+      const secretArn = { Ref: logicalIdOf('AWS::SecretsManager::Secret', 'KilnTriggersWebhookKey') };
+
+      for (const name of ['Api', 'Triggers'] as const) {
+        expect(statementWith(statementsOfFunction(name), 'secretsmanager:GetSecretValue'), name).toEqual({
+          Effect: 'Allow',
+          Action: 'secretsmanager:GetSecretValue',
+          Resource: secretArn,
+        });
+      }
+      expect(rolesGranting('secretsmanager:')).toEqual([roleIdOf('Api'), roleIdOf('Triggers')].sort());
+    });
+
+    it('grants no email without a from address', () => {
+      expect(rolesGranting('ses:')).toEqual([]);
+      expect(functionOf('Triggers').Properties.Environment.Variables).not.toHaveProperty('KILN_EMAIL_FROM');
     });
 
     it('limits RunTask to the runner families on the cluster', () => {
@@ -441,8 +536,46 @@ describe('Kiln stack with default settings', () => {
       });
     });
 
-    it('rotates the secrets key', () => {
-      template.hasResourceProperties('AWS::KMS::Key', { EnableKeyRotation: true });
+    it('rotates the secrets key and keeps it', () => {
+      template.resourceCountIs('AWS::KMS::Key', 1);
+      template.hasResource('AWS::KMS::Key', {
+        DeletionPolicy: 'Retain',
+        UpdateReplacePolicy: 'Retain',
+        Properties: { EnableKeyRotation: true },
+      });
+    });
+
+    it('leaves access to the secrets key to IAM policies', () => {
+      const key = resources[logicalIdOf('AWS::KMS::Key', 'KilnSecretsKey')];
+      const accountRoot = {
+        'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':iam::', { Ref: 'AWS::AccountId' }, ':root']],
+      };
+
+      // The only statement names the account, so no principal gets the key unless an IAM policy allows it.
+      expect(key.Properties.KeyPolicy.Statement).toEqual([{ Effect: 'Allow', Principal: { AWS: accountRoot }, Action: 'kms:*', Resource: '*' }]);
+    });
+
+    it('generates the webhook key secret and keeps it', () => {
+      template.resourceCountIs('AWS::SecretsManager::Secret', 1);
+      template.hasResource('AWS::SecretsManager::Secret', {
+        DeletionPolicy: 'Retain',
+        UpdateReplacePolicy: 'Retain',
+        Properties: {
+          GenerateSecretString: { PasswordLength: 64, ExcludePunctuation: true, IncludeSpace: false },
+          SecretString: Match.absent(),
+        },
+      });
+      template.resourceCountIs('AWS::SecretsManager::RotationSchedule', 0);
+    });
+
+    it('names the webhook key secret to the functions that read it', () => {
+      const secretArn = { Ref: logicalIdOf('AWS::SecretsManager::Secret', 'KilnTriggersWebhookKey') };
+
+      expect(functionOf('Api').Properties.Environment.Variables[TRIGGER_ENV.webhookKeySecret]).toEqual(secretArn);
+      expect(functionOf('Triggers').Properties.Environment.Variables[TRIGGER_ENV.webhookKeySecret]).toEqual(secretArn);
+      for (const name of ['Dispatch', 'TaskStopped', 'Reconcile'] as const) {
+        expect(functionOf(name).Properties.Environment.Variables, name).not.toHaveProperty(TRIGGER_ENV.webhookKeySecret);
+      }
     });
   });
 
@@ -470,6 +603,49 @@ describe('Kiln stack with default settings', () => {
         ScalingConfig: { MaximumConcurrency: 10 },
         BatchSize: 10,
       });
+    });
+  });
+
+  describe('triggers', () => {
+    it('moves a message to its own dead-letter queue after five receives', () => {
+      const dlqArn = { 'Fn::GetAtt': [logicalIdOf('AWS::SQS::Queue', 'KilnTriggersDeadLetterQueue'), 'Arn'] };
+      const queue = resources[logicalIdOf('AWS::SQS::Queue', 'KilnTriggersQueue')];
+
+      expect(queue.Properties.RedrivePolicy).toEqual({ deadLetterTargetArn: dlqArn, maxReceiveCount: TRIGGER_MAX_RECEIVES });
+      expect(queue.Properties.SqsManagedSseEnabled).toBe(true);
+      expect(queue.Properties.VisibilityTimeout).toBeGreaterThanOrEqual(6 * functionOf('Triggers').Properties.Timeout);
+    });
+
+    it('feeds the triggers function with partial batch failures', () => {
+      template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+        EventSourceArn: { 'Fn::GetAtt': [logicalIdOf('AWS::SQS::Queue', 'KilnTriggersQueue'), 'Arn'] },
+        FunctionName: { Ref: functionIdOf('Triggers') },
+        FunctionResponseTypes: ['ReportBatchItemFailures'],
+        BatchSize: 10,
+      });
+      template.resourceCountIs('AWS::Lambda::EventSourceMapping', 2);
+    });
+
+    it('passes the triggers function its settings and resources', () => {
+      const variables = functionOf('Triggers').Properties.Environment.Variables;
+
+      expect(variables).toMatchObject({
+        KILN_WEBHOOK_ALLOW_PRIVATE: 'false',
+        [TRIGGER_ENV.maxReceives]: String(TRIGGER_MAX_RECEIVES),
+        [AWS_ENV.tableName]: { Ref: logicalIdOf('AWS::DynamoDB::Table', 'KilnTable') },
+        [AWS_ENV.bucketName]: { Ref: logicalIdOf('AWS::S3::Bucket', 'KilnBucket') },
+      });
+    });
+
+    it.each(JOB_ENDING_FUNCTIONS)('lets %s queue the triggers of the jobs it ends', (name) => {
+      const queueUrl = { Ref: logicalIdOf('AWS::SQS::Queue', 'KilnTriggersQueue') };
+
+      expect(functionOf(name).Properties.Environment.Variables[TRIGGER_ENV.queueUrl]).toEqual(queueUrl);
+    });
+
+    it('gives the triggers function no queue to send to', () => {
+      expect(functionOf('Triggers').Properties.Environment.Variables).not.toHaveProperty(TRIGGER_ENV.queueUrl);
+      expect(actionsOf(statementsOfFunction('Triggers'))).not.toContain('sqs:SendMessage');
     });
   });
 
@@ -589,21 +765,27 @@ describe('Kiln stack with default settings', () => {
   });
 
   describe('alarms', () => {
-    it('watches the dead-letter queue', () => {
+    it.each(['KilnDeadLetterQueue', 'KilnTriggersDeadLetterQueue'])('watches %s', (queue) => {
       template.hasResourceProperties('AWS::CloudWatch::Alarm', {
         MetricName: 'ApproximateNumberOfMessagesVisible',
         Namespace: 'AWS/SQS',
-        Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [logicalIdOf('AWS::SQS::Queue', 'KilnDeadLetterQueue'), 'QueueName'] } }],
+        Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [logicalIdOf('AWS::SQS::Queue', queue), 'QueueName'] } }],
         Threshold: 1,
         ComparisonOperator: 'GreaterThanOrEqualToThreshold',
       });
     });
 
-    it.each(Object.keys(FUNCTION_ENTRIES) as FunctionName[])('watches errors and throttles of %s', (name) => {
-      const dimensions = [{ Name: 'FunctionName', Value: { Ref: logicalIdOf('AWS::Lambda::Function', `Kiln${name}Function`) } }];
+    it.each(JOB_ENDING_FUNCTIONS)('watches errors and throttles of %s', (name) => {
+      const dimensions = [{ Name: 'FunctionName', Value: { Ref: functionIdOf(name) } }];
 
       template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'Errors', Dimensions: dimensions, Threshold: 1 });
       template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'Throttles', Dimensions: dimensions, Threshold: 1 });
+    });
+
+    it('watches errors of the triggers function', () => {
+      const dimensions = [{ Name: 'FunctionName', Value: { Ref: functionIdOf('Triggers') } }];
+
+      template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'Errors', Dimensions: dimensions, Threshold: 1 });
     });
   });
 

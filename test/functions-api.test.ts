@@ -1,5 +1,6 @@
 import { ECSClient, RunTaskCommand } from '@aws-sdk/client-ecs';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
@@ -10,10 +11,13 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { LOCAL_CREDENTIALS, LOCAL_REGION, startDynalite, startS3rver, type LocalServer } from '../infra/local/aws-local.js';
 import { createToken } from '../lib/auth/tokens.js';
 import { createStores, ensureTable } from '../lib/store/index.js';
-import { functionEnvironment, sqsRecord, UNREACHABLE_ENDPOINT } from './support/functions-stack.js';
+import { keyPairFromSecret } from '../lib/triggers/webhook-key.js';
+import { functionEnvironment, sqsRecord, TRIGGERS_QUEUE_URL, UNREACHABLE_ENDPOINT } from './support/functions-stack.js';
 
 const sqsMock = mockClient(SQSClient);
 const ecsMock = mockClient(ECSClient);
+const secretsMock = mockClient(SecretsManagerClient);
+const WEBHOOK_KEY_SECRET = 'arn:aws:secretsmanager:eu-west-1:111122223333:secret:KilnWebhookKey-AbCdEf';
 const DOMAIN = 'abc123.execute-api.eu-west-1.amazonaws.com';
 const MANIFEST = 'image: alpine/latest\ntasks:\n  - build: make\n';
 
@@ -47,7 +51,7 @@ const LAMBDA_CONTEXT = { awsRequestId: 'request-1', functionName: 'KilnApi' } as
  * Runs the real Lambda entry points with the environment that the CDK stack
  * sets, against dynalite and s3rver on loopback. The SDK reads their
  * endpoints from AWS_ENDPOINT_URL_*, the same variables a developer would
- * set, and SQS and ECS are mocked.
+ * set, and SQS, ECS and Secrets Manager are mocked.
  */
 describe('API function', () => {
   let dynamodb: LocalServer;
@@ -64,7 +68,7 @@ describe('API function', () => {
     dynamodb = await startDynalite({ port: 0 });
     s3Server = await startS3rver({ port: 0, directory });
 
-    const environment = functionEnvironment();
+    const environment = functionEnvironment({ KILN_WEBHOOK_KEY_SECRET: WEBHOOK_KEY_SECRET });
     // The stack gives the API function no KILN_PUBLIC_URL, so it takes the URL from each request.
     delete environment.KILN_PUBLIC_URL;
     Object.assign(process.env, environment, {
@@ -76,6 +80,7 @@ describe('API function', () => {
       AWS_ENDPOINT_URL_SQS: UNREACHABLE_ENDPOINT,
       AWS_ENDPOINT_URL_ECS: UNREACHABLE_ENDPOINT,
       AWS_ENDPOINT_URL_KMS: UNREACHABLE_ENDPOINT,
+      AWS_ENDPOINT_URL_SECRETS_MANAGER: UNREACHABLE_ENDPOINT,
       AWS_EC2_METADATA_DISABLED: 'true',
     });
 
@@ -96,11 +101,13 @@ describe('API function', () => {
     rmSync(directory, { recursive: true, force: true });
     sqsMock.restore();
     ecsMock.restore();
+    secretsMock.restore();
   });
 
   beforeEach(() => {
     sqsMock.reset();
     ecsMock.reset();
+    secretsMock.reset();
     sqsMock.on(SendMessageCommand).resolves({ MessageId: 'sent' });
   });
 
@@ -173,5 +180,42 @@ describe('API function', () => {
     );
 
     expect(claimed.statusCode).toBe(401);
+  });
+  it('queues the triggers of a job it cancels', async () => {
+    const manifest = `${MANIFEST}triggers:\n  - action: webhook\n    condition: always\n    url: https://hooks.example.org/kiln\n`;
+    const submitted = await call(
+      httpEvent('POST', '/api/jobs', { body: JSON.stringify({ manifest }), headers: { authorization: `token ${token}` } }),
+    );
+    const job = JSON.parse(submitted.body ?? '{}') as { id: number };
+    sqsMock.resetHistory();
+
+    const cancelled = await call(httpEvent('POST', `/api/jobs/${job.id}/cancel`, { headers: { authorization: `token ${token}` } }));
+
+    expect(submitted.statusCode).toBe(200);
+    expect(cancelled.statusCode).toBe(200);
+    expect(sqsMock.commandCalls(SendMessageCommand).map((call) => call.args[0].input)).toEqual([
+      { QueueUrl: TRIGGERS_QUEUE_URL, MessageBody: JSON.stringify({ jobId: job.id }), DelaySeconds: 0 },
+    ]);
+  });
+
+  // The key is loaded once per process and a failed load is tried again, so the failure runs first.
+  it('returns 503 when the key secret fails', async () => {
+    secretsMock.on(GetSecretValueCommand).rejects(new Error('AccessDeniedException'));
+
+    const response = await call(httpEvent('GET', '/api/webhooks/public-key'));
+
+    expect(response.statusCode).toBe(503);
+    expect(response.body).not.toContain(WEBHOOK_KEY_SECRET);
+  });
+
+  it('serves the public key from the secret', async () => {
+    const secret = 'k'.repeat(30) + 'Q9'.repeat(17);
+    secretsMock.on(GetSecretValueCommand).resolves({ SecretString: secret });
+
+    const response = await call(httpEvent('GET', '/api/webhooks/public-key'));
+
+    expect(response.statusCode).toBe(200);
+    expect(response.body).toBe(keyPairFromSecret(secret, 'test').publicKeyBase64);
+    expect(secretsMock.commandCalls(GetSecretValueCommand).map((call) => call.args[0].input)).toEqual([{ SecretId: WEBHOOK_KEY_SECRET }]);
   });
 });

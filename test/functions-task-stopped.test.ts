@@ -6,7 +6,7 @@ import { handleTaskStateChange, type EcsTaskStateChange, type TaskStateChangeEve
 import type { JobStatus } from '../lib/jobs/state.js';
 import { setupLogKey } from '../lib/logs/log-store.js';
 import type { JobRecord } from '../lib/store/index.js';
-import { startFunctionsStack, type FunctionsStack } from './support/functions-stack.js';
+import { startFunctionsStack, TRIGGERS_QUEUE_URL, type FunctionsStack } from './support/functions-stack.js';
 
 const sqsMock = mockClient(SQSClient);
 const ecsMock = mockClient(ECSClient);
@@ -57,9 +57,9 @@ describe('task stopped function', () => {
   });
 
   /** Stores a job in `status` whose recorded runner is `runner`. */
-  async function jobWithRunner(runner: string, status: JobStatus = 'running'): Promise<JobRecord> {
+  async function jobWithRunner(runner: string, status: JobStatus = 'running', manifest?: string): Promise<JobRecord> {
     jobCount += 1;
-    const job = await stack.createJob(`user${jobCount}`);
+    const job = await stack.createJob(`user${jobCount}`, manifest);
 
     return stack.runtime.context.stores.jobs.transition(job.id, (current) => ({
       ...current,
@@ -79,6 +79,32 @@ describe('task stopped function', () => {
   function readSetupLog(id: number): Promise<string> {
     return stack.runtime.context.logs.read(setupLogKey(id));
   }
+
+  it('queues the triggers of the job it fails', async () => {
+    const manifest = [
+      'image: alpine/latest',
+      'tasks:',
+      '  - build: make',
+      'triggers:',
+      '  - action: webhook',
+      '    condition: failure',
+      '    url: https://hooks.example.org/kiln',
+      '',
+    ].join('\n');
+    const job = await jobWithRunner('task-with-triggers', 'running', manifest);
+    // Submitting the job sent it to the job queue; only the messages after that count.
+    sqsMock.resetHistory();
+
+    await handleTaskStateChange(
+      stack.runtime.context,
+      stopEvent({ taskArn: taskArn('task-with-triggers'), startedBy: `kiln-job-${job.id}`, ...OUT_OF_MEMORY }),
+    );
+
+    expect((await readJob(job.id)).status).toBe('failed');
+    expect(sqsMock.commandCalls(SendMessageCommand).map((call) => call.args[0].input)).toEqual([
+      { QueueUrl: TRIGGERS_QUEUE_URL, MessageBody: JSON.stringify({ jobId: job.id }), DelaySeconds: 0 },
+    ]);
+  });
 
   it('fails the job of a task killed for memory', async () => {
     const job = await jobWithRunner('task-oom');

@@ -17,7 +17,13 @@ export const UNREACHABLE_ENDPOINT = 'http://127.0.0.1:9';
 
 export const QUEUE_URL = `${UNREACHABLE_ENDPOINT}/000000000000/kiln-jobs`;
 
-/** Builds the environment that the CDK stack gives the functions, with test values. */
+export const TRIGGERS_QUEUE_URL = `${UNREACHABLE_ENDPOINT}/000000000000/kiln-triggers`;
+
+/**
+ * Builds the environment that the CDK stack gives the functions that end
+ * jobs, with test values. The stack also gives the API function
+ * KILN_WEBHOOK_KEY_SECRET, which tests of that function add.
+ */
 export function functionEnvironment(overrides: Record<string, string> = {}): Record<string, string> {
   return {
     KILN_TABLE_NAME: 'kiln-functions-test',
@@ -33,16 +39,17 @@ export function functionEnvironment(overrides: Record<string, string> = {}): Rec
     KILN_FARGATE_SPOT: 'false',
     KILN_PUBLIC_URL: 'https://kiln.example.org',
     KILN_SECRETS_KEY_ID: 'arn:aws:kms:us-east-1:000000000000:key/00000000-0000-0000-0000-000000000000',
+    KILN_TRIGGERS_QUEUE_URL: TRIGGERS_QUEUE_URL,
     ...overrides,
   };
 }
 
-/** The functions' runtime over dynalite and s3rver on ephemeral loopback ports; SQS, ECS and KMS are left to mocks. */
+/** The functions' runtime over dynalite and s3rver on ephemeral loopback ports; SQS, ECS, KMS and Secrets Manager are left to mocks. */
 export interface FunctionsStack {
   runtime: AwsRuntime;
   clients: AwsClients;
-  /** Stores a queued job of `user` with one task. */
-  createJob(user: string): Promise<JobRecord>;
+  /** Stores a queued job of `user` from `manifest`, by default one with one task and no triggers. */
+  createJob(user: string, manifest?: string): Promise<JobRecord>;
   close(): Promise<void>;
 }
 
@@ -59,6 +66,7 @@ export async function startFunctionsStack(env: Record<string, string> = {}): Pro
     sqs: { ...base, endpoint: UNREACHABLE_ENDPOINT, maxAttempts: 1 },
     ecs: { ...base, endpoint: UNREACHABLE_ENDPOINT, maxAttempts: 1 },
     kms: { ...base, endpoint: UNREACHABLE_ENDPOINT, maxAttempts: 1 },
+    secretsManager: { ...base, endpoint: UNREACHABLE_ENDPOINT, maxAttempts: 1 },
   });
   await ensureTable(clients.stores.dynamodb, config.tableName);
   await clients.s3.send(new CreateBucketCommand({ Bucket: config.bucketName }));
@@ -67,8 +75,8 @@ export async function startFunctionsStack(env: Record<string, string> = {}): Pro
   return {
     runtime,
     clients,
-    createJob: async (user) => {
-      const request = validateJobRequest({ manifest: 'image: alpine/latest\ntasks:\n  - build: make\n' });
+    createJob: async (user, manifest = 'image: alpine/latest\ntasks:\n  - build: make\n') => {
+      const request = validateJobRequest({ manifest });
       return submitJob(runtime.context, { user, scopes: ['jobs:read', 'jobs:write'] }, request);
     },
     close: async () => {
