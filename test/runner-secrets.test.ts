@@ -162,14 +162,14 @@ describe('runner secrets', () => {
     expect(await logText(api, { log: 'task', task: 'look' })).not.toContain(MASK);
   });
 
-  it('runs without a secrets route', async () => {
+  it('fails the job when secrets cannot be fetched', async () => {
     const { api, folders } = await setUp({ tasks: [{ name: 'only', script: 'true' }] }, undefined, { withoutSecretsRoute: true });
 
     const result = await runRunner(api, folders);
 
-    expect(result.code).toBe(0);
-    expect(api.violations).toEqual([]);
-    expect(await logText(api, { log: 'setup' })).toContain('NOTE: The service has no route for secrets (HTTP 404), so no secrets are installed.');
+    expect(result.code).toBe(1);
+    expect(api.completion?.status).toBe('failed');
+    expect(await logText(api, { log: 'setup' })).toContain('Fetching the secrets failed');
   });
 
   it('masks secrets in setup output', async () => {

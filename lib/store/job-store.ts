@@ -71,7 +71,7 @@ export interface JobRecord {
   failureReason: string | null;
   /** Artifacts uploaded after every task succeeded; absent on jobs stored before artifacts existed. */
   artifacts?: ArtifactRecord[];
-  /** When the runner fetched the job's secrets; they are handed out once. */
+  /** When the runner first fetched the job's secrets. */
   secretsFetchedAt?: number;
   /** The job group the job belongs to, or null. */
   groupId: number | null;

@@ -257,8 +257,8 @@ export async function startFakeRunnerApi(options: FakeRunnerApiOptions): Promise
       return failure;
     }
     state.secretsRequests += 1;
-    if (state.secretsRequests > 1) {
-      return reject(c, 409, `the secrets of job ${jobId} were handed out already`, true);
+    if ([...statuses.values()].some((status) => status !== 'pending')) {
+      return reject(c, 409, `the secrets of job ${jobId} are handed out only before the first task starts`, true);
     }
     return c.json({ secrets: options.secrets ?? [] });
   });
