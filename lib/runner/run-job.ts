@@ -1,10 +1,12 @@
 import { mkdir, writeFile } from 'node:fs/promises';
+import { userInfo } from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { findArtifacts, formatSize, putArtifact } from './artifacts.js';
 import { renderBuildenv } from './buildenv.js';
 import { JobEndedError, RunnerApiError, RunnerClient } from './client.js';
 import { LogWriter } from './log-writer.js';
+import { installPackages } from './package-setup.js';
 import { recordProcessGroup } from './process-groups.js';
 import { SecretMasker, SecretMatcher, secretPatterns } from './secret-masker.js';
 import { decodeSecrets, findExecutable, installSecrets } from './secrets.js';
@@ -12,7 +14,7 @@ import type { ClaimedJob, LogUrlRequest, RunnerJobStatus, RunnerTaskStatus, Secr
 import { ValidationError } from '../errors.js';
 // The parser's own module, because the package index also loads the YAML parser and the image catalog.
 import { parseSource, type ParsedSource } from '../manifest/sources.js';
-import { checkParsedSource, cloneCommands } from './sources.js';
+import { checkParsedSource, cloneCommands, hideUrlPassword } from './sources.js';
 import {
   buildEnvironment,
   completeBuildRequested,
@@ -41,7 +43,11 @@ export interface RunnerConfig {
   buildHome: string;
   /** KILN_RUNNER_STATE_DIR: where logs are buffered, outside HOME. */
   stateDir: string;
-  /** KILN_BUILD_USER: run build commands as this user through runuser. */
+  /**
+   * KILN_BUILD_USER: run build commands as this user through runuser. Only the
+   * container sets it, and with it the runner also installs the manifest's
+   * packages and repositories as root.
+   */
   buildUser?: string;
   /** KILN_RUNNER_NAME: the runner's name as its launcher recorded it, sent with the claim. */
   runnerName?: string;
@@ -148,7 +154,7 @@ class JobRun {
       }
 
       const files = await this.prepareHome();
-      if ((await this.setUpSecrets()) && (await this.cloneSources())) {
+      if ((await this.setUpSecrets()) && (await this.setUpPackages()) && (await this.cloneSources())) {
         await this.runTasks(files);
       }
       if (this.failure === null && this.stopReason === null) {
@@ -175,20 +181,23 @@ class JobRun {
   private describeJob(): void {
     const job = this.job;
     this.line(`Claimed job ${job.id}: image ${job.image}, arch ${job.arch}, ${job.tasks.length} task(s), deadline ${job.deadline}.`);
-    // TODO: the container runner on AWS is meant to install packages, and this note describes the local runner only.
-    this.line(
-      `NOTE: The local runner does not install packages or repositories and does not isolate the image, ` +
-        `so build commands run directly on this machine as user ${this.user.name}.`,
-    );
-    if (job.packages.length > 0) {
-      this.line(`NOTE: Packages not installed: ${job.packages.join(' ')}`);
-    }
-    const repositories = Object.keys(job.repositories);
-    if (repositories.length > 0) {
-      this.line(`NOTE: Repositories not added: ${repositories.join(' ')}`);
+    if (this.inOwnContainer()) {
+      this.line(`Build commands run as user ${this.user.name}, and packages and repositories are installed as root.`);
+    } else {
+      this.line(
+        `NOTE: The local runner does not install packages or repositories and does not isolate the image, ` +
+          `so build commands run directly on this machine as user ${this.user.name}.`,
+      );
+      if (job.packages.length > 0) {
+        this.line(`NOTE: Packages not installed: ${job.packages.join(' ')}`);
+      }
+      const repositories = Object.keys(job.repositories);
+      if (repositories.length > 0) {
+        this.line(`NOTE: Repositories not added: ${repositories.join(' ')}`);
+      }
     }
     if (job.shell) {
-      this.line('NOTE: "shell: true" has no effect, because the local runner offers no SSH access to the build.');
+      this.line('NOTE: "shell: true" has no effect, because Kiln offers no SSH access to builds. The job ends after its last task.');
     }
   }
 
@@ -279,6 +288,48 @@ class JobRun {
    */
   private inOwnContainer(): boolean {
     return this.user.ids !== null;
+  }
+
+  /**
+   * Adds the manifest's repositories and installs its packages as root, in
+   * the container only, because the local runner shares this machine's
+   * system. Returns false when the job cannot go on, with the reason in the
+   * setup log.
+   */
+  private async setUpPackages(): Promise<boolean> {
+    if (!this.inOwnContainer()) {
+      return true;
+    }
+    const runner = userInfo();
+    const runnerUser: BuildUser = { name: runner.username, ids: null };
+    // Root's own HOME, so that a key import by gpg leaves no root-owned ~/.gnupg in the build's HOME.
+    const rootEnvironment = buildEnvironment(runner.homedir, runnerUser, process.env.PATH);
+    const buildUserEnvironment = buildEnvironment(this.home, this.user, process.env.PATH);
+
+    const result = await installPackages({
+      image: this.job.image,
+      request: { packages: this.job.packages, repositories: this.job.repositories },
+      runnerIsRoot: runner.uid === 0,
+      buildUser: this.user.name,
+      log: (text) => this.line(text),
+      signal: this.controller.signal,
+      run: (command) => {
+        const asRoot = command.user === 'root';
+        return this.runBuildCommand({
+          argv: command.argv,
+          cwd: asRoot ? '/' : this.home,
+          env: asRoot ? rootEnvironment : buildUserEnvironment,
+          user: asRoot ? runnerUser : this.user,
+          output: this.requireSetupLog(),
+          signal: this.controller.signal,
+          input: command.input === undefined ? undefined : Buffer.from(command.input, 'utf8'),
+        });
+      },
+    });
+    if (result.status === 'failed') {
+      this.fail(result.reason);
+    }
+    return result.status === 'done';
   }
 
   /** Clones the sources in order. Returns false when one fails, with the reason in the setup log. */
@@ -691,11 +742,6 @@ function parseSourceOrReason(source: string): ParsedSource | string {
     }
     throw error;
   }
-}
-
-/** Replaces the password in a URL's user info with `***`, because the setup log is shown to readers of the job. */
-export function hideUrlPassword(text: string): string {
-  return text.replace(/(\/\/[^/@:\s]*:)[^/@\s]*@/g, '$1***@');
 }
 
 function errorMessage(error: unknown): string {

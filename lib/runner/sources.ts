@@ -46,3 +46,8 @@ export function cloneCommands(source: ParsedSource): string[][] {
   }
   return commands;
 }
+
+/** Replaces the password in a URL's user info with `***`, because the setup log is shown to readers of the job. */
+export function hideUrlPassword(text: string): string {
+  return text.replace(/(\/\/[^/@:\s]*:)[^/@\s]*@/g, '$1***@');
+}

@@ -26,8 +26,11 @@ export interface BuildUser {
 }
 
 /**
- * Returns the build user. With a name, commands run through `runuser -u NAME --`.
- * NOTE: tests cover only the runner's own user, so the runuser path has never run.
+ * Returns the build user. With a name, commands run through
+ * `runuser --preserve-environment -u NAME --`, which switches the account but
+ * keeps HOME, USER and SHELL from {@link buildEnvironment} instead of the
+ * account's passwd entry, so HOME is KILN_BUILD_HOME.
+ * NOTE: tests run that path only when they run as root and the `nobody` account exists.
  */
 export function resolveBuildUser(name: string | undefined): BuildUser {
   if (!name) {
@@ -176,7 +179,7 @@ export async function runCommand(options: CommandOptions): Promise<CommandResult
     return notStarted('the job was stopped before the command started');
   }
 
-  const argv = options.user.ids ? ['runuser', '-u', options.user.name, '--', ...options.argv] : options.argv;
+  const argv = options.user.ids ? ['runuser', '--preserve-environment', '-u', options.user.name, '--', ...options.argv] : options.argv;
   const shellArguments = ['-c', 'exec "$@" 2>&1', 'sh', ...argv];
   const spawnOptions = { cwd: options.cwd, env: options.env, detached: true };
   const child =
