@@ -6,6 +6,7 @@
  * - log throughput of a task that prints 200 MB, as a ratio to the same
  *   command writing to a file directly (median of 3 runs each)
  * - cancel → cancelled for a running job, median of 5
+ * - size and load time of each Lambda bundle that the CDK app builds (bench/bundles.ts)
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -17,6 +18,7 @@ import { startLocalStack, type LocalStack } from '../infra/local/stack.js';
 import type { JobView } from '../lib/api/job-view.js';
 import type { JobStatus } from '../lib/jobs/state.js';
 import type { JobRecord } from '../lib/store/index.js';
+import { printBundleTable } from './bundles.js';
 
 const LATENCY_JOBS = 20;
 const THROUGHPUT_RUNS = 3;
@@ -165,6 +167,9 @@ async function main(): Promise<void> {
     await stack.close();
     await rm(folder, { recursive: true, force: true });
   }
+
+  console.log('');
+  printBundleTable();
 }
 
 await main();

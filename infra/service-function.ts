@@ -12,12 +12,17 @@ import { ESM_REQUIRE_BANNER } from './runner-image/stage.js';
 export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /**
- * esbuild settings of every function, local esbuild only. The AWS SDK v3 is
- * left out of the bundles because the Node.js 22 runtime provides it.
+ * esbuild settings of every function, local esbuild only. Each bundle
+ * contains all its dependencies, the AWS SDK v3 included, so a function runs
+ * the SDK version in package-lock.json that the tests ran against. AWS picks
+ * the version of the Node.js 22 runtime's own SDK copy and updates it on its
+ * own schedule.
  *
- * NOTE: the runtime's SDK version is the one AWS installed, not the one in
- * package-lock.json, so the functions must not depend on SDK features newer
- * than the runtime's.
+ * `mainFields` prefers the ES module builds of the SDK, which esbuild can
+ * tree-shake. package.json declares `"sideEffects": false`, so esbuild also
+ * drops every Kiln module whose exports a function does not use. A module
+ * therefore must not rely on being imported for its side effects.
+ * `npm run bench:bundles` measures the bundles' sizes and load times.
  */
 export const LAMBDA_BUNDLING: BundlingOptions = {
   forceDockerBundling: false,
@@ -28,7 +33,7 @@ export const LAMBDA_BUNDLING: BundlingOptions = {
   format: OutputFormat.ESM,
   mainFields: ['module', 'main'],
   banner: ESM_REQUIRE_BANNER,
-  externalModules: ['@aws-sdk/*'],
+  bundleAwsSDK: true,
 };
 
 export interface ServiceFunctionProps {
