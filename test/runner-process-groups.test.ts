@@ -25,6 +25,18 @@ const SLEEPING_TASK: ClaimedTask = {
   script: 'echo $$ > ~/task.pid\nsleep 600 &\necho $! > ~/background.pid\nsleep 600',
 };
 
+/**
+ * The task of the escape tests: a `setsid sleep` that leaves the task's
+ * process group and session. The task writes the sleep's pid only once its
+ * session id, the sixth field of /proc/PID/stat, is its own pid.
+ */
+const ESCAPE_LINES = [
+  'setsid sleep 600 &',
+  'escaped=$!',
+  'while [ "$(cut -d" " -f6 /proc/$escaped/stat)" != "$escaped" ]; do sleep 0.1; done',
+  'echo $escaped > ~/escaped.pid',
+];
+
 async function startApi(tasks: ClaimedTask[]): Promise<FakeRunnerApi> {
   const api = await startFakeRunnerApi({ job: { tasks } });
   cleanups.push(() => api.close());
@@ -81,6 +93,17 @@ async function waitForSleepingTask(home: string): Promise<number[]> {
     }
     await sleep(50);
   }
+}
+
+/** Waits for the pid of the task's escaped sleep and kills it at cleanup, unless the pid runs something else by then. */
+async function waitForEscapedSleep(home: string): Promise<number> {
+  const pid = await waitForPid(path.join(home, 'escaped.pid'));
+  cleanups.push(async () => {
+    if ((await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')) === 'sleep\x00600\x00') {
+      process.kill(pid, 'SIGKILL');
+    }
+  });
+  return pid;
 }
 
 function killGroup(group: number): void {
@@ -160,6 +183,74 @@ describe('process group cleanup', () => {
     expect((await runner.exited).signal).toBe('SIGKILL');
     await waitUntilGone(members);
     expect(existsSync(path.join(stateDir, PROCESS_GROUPS_FILE))).toBe(false);
+  });
+
+  it('kills a setsid process after the job ends', { timeout: 30_000 }, async () => {
+    const api = await startApi([{ name: 'escape', script: ESCAPE_LINES.join('\n') }]);
+    const dataDir = await temporaryFolder();
+    let reportExit!: (code: number | null) => void;
+    const exited = new Promise<number | null>((resolve) => (reportExit = resolve));
+    const launcher = new LocalLauncher({ apiUrl: api.url, dataDir, logger: quietLogger, onExit: (_jobId, code) => reportExit(code) });
+    await launcher.launch({ jobId: api.jobId, jobToken: api.jobToken, attempt: 1, image: 'debian/stable', arch: 'x86_64' });
+    cleanups.push(() => launcher.stopAll('the test ended'));
+    const escaped = await waitForEscapedSleep(launcher.buildHome(api.jobId));
+
+    expect(await exited).toBe(0);
+    await waitUntilGone([escaped]);
+    expect(api.completion).toEqual({ status: 'success' });
+  });
+
+  it('kills a setsid process when the launcher stops the runner', { timeout: 30_000 }, async () => {
+    const api = await startApi([{ name: 'escape', script: [...ESCAPE_LINES, 'sleep 600'].join('\n') }]);
+    const dataDir = await temporaryFolder();
+    const launcher = new LocalLauncher({ apiUrl: api.url, dataDir, logger: quietLogger });
+    await launcher.launch({ jobId: api.jobId, jobToken: api.jobToken, attempt: 1, image: 'debian/stable', arch: 'x86_64' });
+    cleanups.push(() => launcher.stopAll('the test ended'));
+    const escaped = await waitForEscapedSleep(launcher.buildHome(api.jobId));
+
+    await launcher.stop(api.jobId, 'local', 'the test stops the job');
+
+    await waitUntilGone([escaped]);
+    expect(api.completion).toEqual({ status: 'failed', reason: 'the runner received SIGTERM' });
+  });
+
+  it('kills a setsid process of a crashed stack', { timeout: 30_000 }, async () => {
+    const api = await startApi([{ name: 'escape', script: [...ESCAPE_LINES, 'sleep 600'].join('\n') }]);
+    const dataDir = await temporaryFolder();
+    const launcher = new LocalLauncher({ apiUrl: api.url, dataDir, logger: quietLogger });
+    const home = launcher.buildHome(api.jobId);
+    const stateDir = launcher.stateDir(api.jobId);
+    await mkdir(stateDir, { recursive: true });
+    const runner = startRunner(api, { home, stateDir, remove: async () => undefined }, {}, { detached: true });
+    cleanups.push(async () => killGroup(runner.pid));
+    await writeFile(path.join(stateDir, 'runner.pid'), String(runner.pid));
+    const escaped = await waitForEscapedSleep(home);
+
+    expect(await launcher.killLeftovers()).toEqual([api.jobId]);
+
+    await waitUntilGone([escaped]);
+  });
+
+  it('matches the build HOME exactly', { timeout: 30_000 }, async () => {
+    const dataDir = await temporaryFolder();
+    const launcher = new LocalLauncher({ apiUrl: 'http://127.0.0.1:9', dataDir, logger: quietLogger });
+    const home = launcher.buildHome(7);
+    await mkdir(launcher.stateDir(7), { recursive: true });
+    const startSleep = (processHome: string): number => {
+      const child = spawn('sleep', ['600'], { detached: true, stdio: 'ignore', cwd: os.tmpdir(), env: { PATH: process.env.PATH, HOME: processHome } });
+      const pid = child.pid!;
+      cleanups.push(async () => killGroup(pid));
+      return pid;
+    };
+    const build = startSleep(home);
+    const sibling = startSleep(`${home}0`);
+    const inside = startSleep(path.join(home, 'sub'));
+
+    await launcher.killLeftovers();
+
+    await waitUntilGone([build]);
+    expect(await isGone(sibling)).toBe(false);
+    expect(await isGone(inside)).toBe(false);
   });
 
   it('spares a reused process group id', async () => {

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../logger.js';
-import { killRecordedProcessGroups } from '../runner/process-groups.js';
+import { killProcessesByHome, killRecordedProcessGroups } from '../runner/process-groups.js';
 import type { LaunchRequest, Launcher } from './launcher.js';
 
 /** The runner's entry point, run with `node --import tsx`. */
@@ -28,8 +28,9 @@ export interface LocalLauncherOptions {
  * Starts each runner as a child process on this host, in a process group of
  * its own. The runner starts each build command in another group and records
  * it in its state folder, and the launcher kills those groups once the runner
- * has exited, whatever the reason. The runner gets only the API URL, the job
- * id, its one-time job token and its folders.
+ * has exited, whatever the reason. Then it kills every process that still has
+ * the build's HOME, which catches processes that left their group. The runner
+ * gets only the API URL, the job id, its one-time job token and its folders.
  */
 export class LocalLauncher implements Launcher {
   private readonly children = new Map<number, ChildProcess>();
@@ -121,13 +122,15 @@ export class LocalLauncher implements Launcher {
 
   /**
    * Kills the process groups of runners that a previous run of the local
-   * stack left behind, found through their pid files, and then the build
+   * stack left behind, found through their pid files. Then it kills the build
    * processes that those runners, or runners that died with the stack,
-   * recorded. Returns the ids of the jobs whose runner it killed.
+   * recorded, and every process with the HOME of one of those builds.
+   * Returns the ids of the jobs whose runner it killed.
    */
   async killLeftovers(): Promise<number[]> {
     const root = path.join(this.options.dataDir, 'runners');
     const jobIds: number[] = [];
+    const leftoverJobIds: number[] = [];
     for (const entry of await readdir(root).catch(() => [] as string[])) {
       const pidFile = path.join(root, entry, 'runner.pid');
       const pid = Number(await readFile(pidFile, 'utf8').catch(() => ''));
@@ -138,15 +141,24 @@ export class LocalLauncher implements Launcher {
       await rm(pidFile, { force: true });
       const jobId = Number(entry);
       if (Number.isInteger(jobId) && !this.children.has(jobId)) {
-        await this.killBuildProcesses(jobId);
+        await this.killRecordedGroups(jobId);
+        leftoverJobIds.push(jobId);
       }
     }
+    // One scan of /proc for every job, because the runners folder keeps a folder for each job that ever ran.
+    await this.killProcessesWithBuildHome(leftoverJobIds);
 
     return jobIds;
   }
 
-  /** Kills the process groups that a job's runner recorded and that still belong to the build. */
+  /** Kills a job's recorded process groups, then the processes that left them but still have the build's HOME. */
   private async killBuildProcesses(jobId: number): Promise<void> {
+    await this.killRecordedGroups(jobId);
+    await this.killProcessesWithBuildHome([jobId]);
+  }
+
+  /** Kills the process groups that a job's runner recorded and that still belong to the build. */
+  private async killRecordedGroups(jobId: number): Promise<void> {
     try {
       const killed = await killRecordedProcessGroups(this.stateDir(jobId), this.buildHome(jobId));
       if (killed.length > 0) {
@@ -154,6 +166,28 @@ export class LocalLauncher implements Launcher {
       }
     } catch (error) {
       this.options.logger.error({ err: error, jobId }, 'failed to kill the build processes that the runner left');
+    }
+  }
+
+  /**
+   * Kills every process whose environment has the HOME of one of the jobs'
+   * builds, such as a `setsid` child or a daemon like gpg-agent, which left
+   * the recorded process groups.
+   */
+  private async killProcessesWithBuildHome(jobIds: readonly number[]): Promise<void> {
+    if (jobIds.length === 0) {
+      return;
+    }
+    try {
+      const killed = await killProcessesByHome(jobIds.map((jobId) => this.buildHome(jobId)));
+      for (const jobId of jobIds) {
+        const pids = killed.get(this.buildHome(jobId)) ?? [];
+        if (pids.length > 0) {
+          this.options.logger.info({ jobId, pids }, 'killed build processes that left their process group');
+        }
+      }
+    } catch (error) {
+      this.options.logger.error({ err: error, jobIds }, 'failed to kill the build processes that left their process group');
     }
   }
 }

@@ -5,7 +5,9 @@
  * running. The runner appends each group id to `<state dir>/process-groups`,
  * one decimal pid per line, right after the spawn. The launcher reads the file
  * after the runner exits, or when it finds a runner left by an earlier run,
- * and kills each group that still belongs to the build.
+ * and kills each group that still belongs to the build. Processes that left
+ * their group (setsid, daemons such as gpg-agent) are not in the record, so
+ * {@link killProcessesByHome} finds them by the build's HOME instead.
  */
 import { appendFileSync } from 'node:fs';
 import { readFile, readdir, readlink, rm } from 'node:fs/promises';
@@ -49,8 +51,7 @@ export async function readProcessGroups(stateDir: string): Promise<number[]> {
  * build's group ended, so a group is killed only when one of its running
  * processes has `HOME=<home>` in its environment or a working folder inside
  * `home`. Reading either needs the same user as the process, or root.
- * NOTE: processes that left their group (setsid, daemons such as gpg-agent)
- * are not found through the record.
+ * Processes that left their group are not found through the record.
  */
 export async function killRecordedProcessGroups(stateDir: string, home: string): Promise<number[]> {
   // The runner resolves KILN_BUILD_HOME the same way before it sets HOME.
@@ -96,6 +97,51 @@ export async function listProcessGroupMembers(): Promise<Map<number, number[]>> 
   return members;
 }
 
+/** Maximum number of /proc scans in {@link killProcessesByHome}, so a build that forks without end cannot keep the cleanup going forever. */
+const MAX_KILL_ROUNDS = 10;
+
+/**
+ * Sends SIGKILL to every process whose environment has `HOME=<home>` for one
+ * of `homes`, which catches the build's processes that left their process
+ * group. Skips the calling process and processes whose environment cannot be
+ * read: other users' without root, zombies and kernel threads. Scans /proc
+ * again after each round that killed something, because a process may fork
+ * between the scan and its kill. Returns the killed pids by HOME, as given.
+ *
+ * NOTE: /proc shows the environment that a process started with, so a
+ * process that the build started with another HOME (`env HOME=/tmp daemon`)
+ * is not found, and neither is one forked after the last scan.
+ */
+export async function killProcessesByHome(homes: readonly string[]): Promise<Map<string, number[]>> {
+  // The runner resolves KILN_BUILD_HOME the same way before it sets HOME.
+  const homeByVariable = new Map(homes.map((home) => [`HOME=${path.resolve(home)}`, home]));
+  const killed = new Map<string, number[]>();
+  const signalled = new Set<number>();
+  for (let round = 0; round < MAX_KILL_ROUNDS; round++) {
+    let killedThisRound = 0;
+    for (const entry of await readdir('/proc')) {
+      const pid = Number(entry);
+      if (!/^\d+$/.test(entry) || pid === process.pid || signalled.has(pid)) {
+        continue;
+      }
+      const environment = await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '');
+      const variable = environment.split('\0').find((candidate) => homeByVariable.has(candidate));
+      if (variable === undefined) {
+        continue;
+      }
+      signalProcess(pid, 'SIGKILL');
+      signalled.add(pid);
+      killedThisRound += 1;
+      const home = homeByVariable.get(variable)!;
+      killed.set(home, [...(killed.get(home) ?? []), pid]);
+    }
+    if (killedThisRound === 0) {
+      break;
+    }
+  }
+  return killed;
+}
+
 async function anyBelongsToBuild(pids: number[], home: string): Promise<boolean> {
   for (const pid of pids) {
     if (await belongsToBuild(pid, home)) {
@@ -116,8 +162,13 @@ async function belongsToBuild(pid: number, home: string): Promise<boolean> {
 }
 
 function signalGroup(processGroup: number, signal: NodeJS.Signals): void {
+  signalProcess(-processGroup, signal);
+}
+
+/** Sends a signal to a pid, or to a process group when negative, ignoring one that no longer exists. */
+function signalProcess(pid: number, signal: NodeJS.Signals): void {
   try {
-    process.kill(-processGroup, signal);
+    process.kill(pid, signal);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ESRCH') {
       throw error;
