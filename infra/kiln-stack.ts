@@ -18,6 +18,7 @@ export const CONTEXT_KEYS = {
   KILN_WEBHOOK_ALLOW_PRIVATE: 'webhookAllowPrivate',
   KILN_SMTP_URL: 'smtpUrl',
   KILN_EMAIL_FROM: 'emailFrom',
+  KILN_EMAIL_IDENTITY: 'emailIdentity',
   KILN_OAUTH_INTROSPECTION_URL: 'oauthIntrospectionUrl',
   KILN_RETENTION_DAYS: 'retentionDays',
   KILN_BUILD_CPU: 'buildCpu',
@@ -125,6 +126,10 @@ export class KilnStack extends Stack {
     });
     new CfnOutput(this, 'BucketName', { value: this.kiln.bucket.bucketName, description: 'S3 bucket of build logs and artifacts' });
     new CfnOutput(this, 'ClusterName', { value: this.kiln.fleet.cluster.clusterName, description: 'ECS cluster that runs the builds' });
+    new CfnOutput(this, 'WebhookKeySecretArn', {
+      value: this.kiln.triggers.webhookKeySecret.secretArn,
+      description: 'Secrets Manager secret that the webhook signing key is derived from',
+    });
   }
 }
 

@@ -153,6 +153,12 @@ export interface KilnProps {
    * @default - email triggers send nothing, and the setup log states why
    */
   readonly emailFrom?: string;
+  /**
+   * The SES identity that trigger email is sent on: a verified domain such as `example.org`, or a verified address
+   * such as `ci@example.org`. The triggers function may send only on this identity and only from {@link emailFrom}.
+   * @default - the domain of {@link emailFrom}
+   */
+  readonly emailIdentity?: string;
 }
 
 /** Receives of a job message before SQS moves it to the dead-letter queue. */
@@ -216,6 +222,9 @@ export class Kiln extends Construct {
     validateFargateSize(buildCpu, buildMemoryMiB);
     const retentionDays = requireWholeNumber('retentionDays', props.retentionDays ?? 90, 0);
     const taskFamilyPrefix = props.taskFamilyPrefix ?? `${Stack.of(this).stackName}-runner`;
+    if (props.emailIdentity !== undefined && props.emailFrom === undefined) {
+      throw new SettingError('emailIdentity is set but emailFrom is not: set KILN_EMAIL_FROM to an address on that identity');
+    }
 
     this.table = this.createTable(props.deletionProtection ?? true);
     this.bucket = this.createBucket(retentionDays);
@@ -278,6 +287,7 @@ export class Kiln extends Construct {
       bucket: this.bucket,
       environment: { ...environment, [AWS_ENV.publicUrl]: this.apiUrl },
       emailFrom: props.emailFrom,
+      emailIdentity: props.emailIdentity,
       logRetention: SERVICE_LOG_RETENTION,
     });
     // Each of the four functions may end a job, which queues the job's triggers. The API ends jobs on cancel and on the

@@ -30,6 +30,7 @@ const CONTEXT = {
   KILN_WEBHOOK_ALLOW_PRIVATE: 'true',
   KILN_SMTP_URL: 'smtps://kiln:secret@mail.example.org:465',
   KILN_EMAIL_FROM: 'Kiln <ci@example.org>',
+  KILN_EMAIL_IDENTITY: 'ci@example.org',
   KILN_OAUTH_INTROSPECTION_URL: 'https://auth.example.org/introspect',
   KILN_PUBLIC_URL: 'https://ci.example.org/',
   KILN_DELETION_PROTECTION: 'false',
@@ -104,6 +105,7 @@ describe('Kiln settings that cannot be deployed', () => {
     [{ KILN_BUILD_CPU: 1024, KILN_BUILD_MEMORY: 512 }, 'buildMemoryMiB=512 does not fit buildCpu=1024'],
     [{ KILN_RETENTION_DAYS: -1 }, 'retentionDays=-1 must be a whole number of at least 0'],
     [{ KILN_EMAIL_FROM: 'not an address' }, 'emailFrom="not an address" is not an email address'],
+    [{ KILN_EMAIL_IDENTITY: 'example.org' }, 'emailIdentity is set but emailFrom is not'],
   ])('fail synthesis for %j', (context, message) => {
     expect(() => createKilnApp({ context, env: {} })).toThrow(message);
   });
@@ -220,7 +222,7 @@ describe('Kiln stack with every setting changed', () => {
     }
   });
 
-  it('lets only the triggers function send from the address through SES', () => {
+  it('lets only the triggers function send on the SES identity', () => {
     const sesPolicies = ofType('AWS::IAM::Policy').filter(([, policy]) => JSON.stringify(policy.Properties.PolicyDocument).includes('"ses:'));
     const statements = sesPolicies
       .flatMap(([, policy]) => policy.Properties.PolicyDocument.Statement as Array<{ Action: unknown }>)
@@ -233,7 +235,7 @@ describe('Kiln stack with every setting changed', () => {
         Effect: 'Allow',
         Action: ['ses:SendEmail', 'ses:SendRawEmail'],
         Resource: {
-          'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':ses:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, ':identity/example.org']],
+          'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':ses:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, ':identity/ci@example.org']],
         },
         Condition: { StringEquals: { 'ses:FromAddress': 'ci@example.org' } },
       },

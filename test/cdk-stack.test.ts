@@ -808,11 +808,12 @@ describe('Kiln stack with default settings', () => {
   });
 
   describe('outputs', () => {
-    it('names the API URL, table, bucket and cluster', () => {
+    it('names the API URL, table, bucket, cluster and webhook key', () => {
       template.hasOutput('ApiUrl', { Value: { 'Fn::GetAtt': [logicalIdOf('AWS::ApiGatewayV2::Api', 'KilnHttpApi'), 'ApiEndpoint'] } });
       template.hasOutput('TableName', { Value: { Ref: logicalIdOf('AWS::DynamoDB::Table', 'KilnTable') } });
       template.hasOutput('BucketName', { Value: { Ref: logicalIdOf('AWS::S3::Bucket', 'KilnBucket') } });
       template.hasOutput('ClusterName', { Value: { Ref: logicalIdOf('AWS::ECS::Cluster', 'KilnFleetCluster') } });
+      template.hasOutput('WebhookKeySecretArn', { Value: { Ref: logicalIdOf('AWS::SecretsManager::Secret', 'KilnTriggersWebhookKey') } });
     });
   });
 });
