@@ -193,6 +193,17 @@ tasks:
     expect(await fetchLog(job.setup_log)).toContain('missing.git');
   });
 
+  it('runs a shell manifest without tasks', async () => {
+    const submitted = await stack.submit({ manifest: 'image: alpine/latest\nshell: true\n' });
+    const job = await stack.waitForJob(submitted.id, isEnded);
+
+    expect(job.status).toBe('success');
+    expect(job.tasks).toEqual([]);
+    const setupLog = await fetchLog(job.setup_log);
+    expect(setupLog).toContain('NOTE: "shell: true" has no effect, because Kiln offers no SSH access to builds.');
+    expect(setupLog).toContain('The manifest has no tasks, so the job ends after the setup.');
+  });
+
   it('hides the service environment from build tasks', async () => {
     const manifest = 'image: alpine/latest\ntasks:\n  - env: |\n      env | sort\n      echo "HOME=$HOME"\n';
     const submitted = await stack.submit({ manifest });

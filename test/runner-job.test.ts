@@ -188,6 +188,33 @@ describe('runner', () => {
     expect(setup.trimEnd().split('\n').at(-1)).toBe('Job succeeded.');
   });
 
+  it('succeeds with shell and no tasks', async () => {
+    const { api, folders } = await setUp({ shell: true, tasks: [] });
+
+    const result = await runRunner(api, folders);
+
+    expect(result.code).toBe(0);
+    expect(api.violations).toEqual([]);
+    expect(api.taskUpdates).toEqual([]);
+    expect(api.completion).toEqual({ status: 'success' });
+    const setup = await setupLog(api);
+    expect(setup).toContain('NOTE: "shell: true" has no effect, because Kiln offers no SSH access to builds. The job ends after its last task.\n');
+    expect(setup).toContain('The manifest has no tasks, so the job ends after the setup.\n');
+    expect(setup.trimEnd().split('\n').at(-1)).toBe('Job succeeded.');
+  });
+
+  it('notes shell without SSH before the tasks', async () => {
+    const { api, folders } = await setUp({ shell: true, tasks: [{ name: 'only', script: 'true' }] });
+
+    const result = await runRunner(api, folders);
+
+    expect(result.code).toBe(0);
+    const setup = await setupLog(api);
+    expect(setup.indexOf('NOTE: "shell: true" has no effect')).toBeGreaterThanOrEqual(0);
+    expect(setup.indexOf('NOTE: "shell: true" has no effect')).toBeLessThan(setup.indexOf('Running task only.'));
+    expect(setup).not.toContain('The manifest has no tasks');
+  });
+
   it('writes JSON diagnostics without secrets', async () => {
     const { api, folders } = await setUp({ tasks: [{ name: 'only', script: 'true' }] });
 

@@ -199,6 +199,9 @@ class JobRun {
     if (job.shell) {
       this.line('NOTE: "shell: true" has no effect, because Kiln offers no SSH access to builds. The job ends after its last task.');
     }
+    if (job.tasks.length === 0) {
+      this.line('The manifest has no tasks, so the job ends after the setup.');
+    }
   }
 
   /** Creates HOME, writes `~/.buildenv` and the runner's files under `~/.kiln`. */
