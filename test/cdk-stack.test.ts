@@ -272,7 +272,7 @@ describe('Kiln stack with default settings', () => {
     it.each(Object.keys(FUNCTION_ENTRIES) as FunctionName[])('keeps the %s bundle under 1 MiB', (name) => {
       const assetHash = (functionOf(name).Properties.Code.S3Key as string).replace(/\.zip$/, '');
 
-      // bench/bundles.ts measures the sizes and load times; see docs/deploy.md for the numbers.
+      // bench/bundles.ts measures the sizes and load times; the README's Lambda bundles section has the numbers.
       expect(statSync(path.join(outdir, `asset.${assetHash}`, 'index.mjs')).size).toBeLessThan(1024 * 1024);
     });
 
