@@ -4,12 +4,15 @@
  *
  * - submit → running and submit → success of a one-task job, median of 20 jobs
  * - log throughput of a task that prints 200 MB, as a ratio to the same
- *   command writing to a file directly (median of 3 runs each)
+ *   command writing to a file directly (median of 3 runs each), and the
+ *   time of one 200 MB upload to s3rver, which the runner's time includes
  * - cancel → cancelled for a running job, median of 5
  * - size and load time of each Lambda bundle that the CDK app builds (bench/bundles.ts)
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -109,6 +112,22 @@ function measureDirectWrite(folder: string): number {
   return performance.now() - started;
 }
 
+/** Times one PUT of the direct write's 200 MB file to s3rver, as the runner's final log upload sends it. */
+async function measureUpload(stack: LocalStack, folder: string): Promise<number> {
+  const file = path.join(folder, 'direct.log');
+  const { url, headers } = await stack.context.logs.presignPut('bench/upload.log');
+  const started = performance.now();
+  const response = await fetch(url, {
+    method: 'PUT',
+    headers: { ...headers, 'content-length': String((await stat(file)).size) },
+    body: Readable.toWeb(createReadStream(file)) as ReadableStream,
+    duplex: 'half',
+  } as RequestInit);
+  if (!response.ok) throw new Error(`upload failed: ${response.status}`);
+
+  return performance.now() - started;
+}
+
 async function measureCancel(stack: LocalStack, seen: Map<number, Map<JobStatus, number>>): Promise<{ toCancelled: number; toResponse: number }> {
   const toCancelled: number[] = [];
   const toResponse: number[] = [];
@@ -149,16 +168,23 @@ async function main(): Promise<void> {
 
     const runner: number[] = [];
     const direct: number[] = [];
+    const upload: number[] = [];
     for (let run = 0; run < THROUGHPUT_RUNS; run++) {
       direct.push(measureDirectWrite(folder));
+      upload.push(await measureUpload(stack, folder));
       runner.push(await measureRunnerThroughput(stack));
     }
     const runnerMs = median(runner);
     const directMs = median(direct);
+    const uploadMs = median(upload);
     const mbPerSecond = (ms: number) => (LOG_BYTES / 1e6 / (ms / 1000)).toFixed(0);
     console.log(`200 MB log through the runner, median of ${THROUGHPUT_RUNS}: ${runnerMs.toFixed(0)} ms (${mbPerSecond(runnerMs)} MB/s)`);
     console.log(`200 MB written to a file directly, median of ${THROUGHPUT_RUNS}: ${directMs.toFixed(0)} ms (${mbPerSecond(directMs)} MB/s)`);
     console.log(`runner / direct time ratio: ${(runnerMs / directMs).toFixed(2)}`);
+    console.log(`one 200 MB PUT to s3rver, median of ${THROUGHPUT_RUNS}: ${uploadMs.toFixed(0)} ms`);
+    console.log(
+      `(runner - one final upload) / direct, an estimate of the pipe's own cost: ${((runnerMs - uploadMs) / directMs).toFixed(2)}`,
+    );
 
     const cancel = await measureCancel(stack, seen);
     console.log(`cancel -> cancelled for a running job, median of ${CANCEL_RUNS}: ${cancel.toCancelled.toFixed(0)} ms`);
