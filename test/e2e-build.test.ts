@@ -204,6 +204,15 @@ tasks:
     expect(setupLog).toContain('The manifest has no tasks, so the job ends after the setup.');
   });
 
+  it('accepts variable names that are JavaScript object keys', async () => {
+    const manifest = 'image: alpine/latest\nenvironment:\n  constructor: built\n  __proto__: proto\n  toString: text\ntasks:\n  - show: echo "$constructor $__proto__ $toString"\n';
+    const submitted = await stack.submit({ manifest });
+    const job = await stack.waitForJob(submitted.id, isEnded);
+
+    expect(job.status).toBe('success');
+    expect(await fetchLog(job.tasks[0].log)).toMatch(/^built proto text$/m);
+  });
+
   it('hides the service environment from build tasks', async () => {
     const manifest = 'image: alpine/latest\ntasks:\n  - env: |\n      env | sort\n      echo "HOME=$HOME"\n';
     const submitted = await stack.submit({ manifest });

@@ -79,7 +79,7 @@ export interface JobRecord {
   version: number;
 }
 
-type StoredJob = JobRecord & Record<string, unknown>;
+type StoredJob = Omit<JobRecord, 'spec'> & { spec: string } & Record<string, unknown>;
 
 /** Raised when a write keeps losing races; the caller may retry the whole request. */
 export class ConcurrencyError extends KilnError {
@@ -114,9 +114,13 @@ function paddedId(id: number): string {
 
 function toItem(job: JobRecord): StoredJob {
   const { ownerIndex, activeIndex } = TABLE_KEYS;
+  // The manifest is stored as JSON text: a DynamoDB map cannot hold every key
+  // a manifest may use (`constructor`, `__proto__`), and JSON round-trips them.
+  const { spec, ...rest } = job;
   const item: StoredJob = {
     ...jobKey(job.id),
-    ...job,
+    ...rest,
+    spec: JSON.stringify(spec),
     [ownerIndex.partitionKey]: `JOBS#${job.owner}`,
     [ownerIndex.sortKey]: paddedId(job.id),
   };
@@ -129,10 +133,10 @@ function toItem(job: JobRecord): StoredJob {
 }
 
 function fromItem(item: Record<string, unknown>): JobRecord {
-  const { pk, sk, gsi1pk, gsi1sk, activePk, activeSk, ...job } = item;
+  const { pk, sk, gsi1pk, gsi1sk, activePk, activeSk, spec, ...job } = item;
   void pk, sk, gsi1pk, gsi1sk, activePk, activeSk;
 
-  return job as unknown as JobRecord;
+  return { ...job, spec: typeof spec === 'string' ? JSON.parse(spec) : spec } as unknown as JobRecord;
 }
 
 /** Events: `status` (job, previous status) after every committed status change. */
