@@ -213,6 +213,21 @@ tasks:
     expect(await fetchLog(job.tasks[0].log)).toMatch(/^built proto text$/m);
   });
 
+  it('keeps the output of a runner that was killed', async () => {
+    // The task waits until the runner has written its line to the log file on disk, then kills the runner.
+    const onDisk = '"$HOME/../../runners/$JOB_ID/logs/task-1.log"';
+    const manifest = `image: alpine/latest\ntasks:\n  - crash: |\n      echo before-the-crash\n      until grep -q '^before-the-crash' ${onDisk}; do sleep 0.1; done\n      kill -9 $PPID\n      sleep 5\n`;
+    const submitted = await stack.submit({ manifest });
+    const job = await stack.waitForJob(submitted.id, isEnded);
+
+    expect(job.status).toBe('failed');
+    expect(job.tasks[0].status).toBe('failed');
+    expect(await fetchLog(job.tasks[0].log)).toContain('before-the-crash');
+    const setupLog = await fetchLog(job.setup_log);
+    expect(setupLog).toContain('Running task crash');
+    expect(setupLog).toContain('was killed by SIGKILL');
+  });
+
   it('hides the service environment from build tasks', async () => {
     const manifest = 'image: alpine/latest\ntasks:\n  - env: |\n      env | sort\n      echo "HOME=$HOME"\n';
     const submitted = await stack.submit({ manifest });

@@ -10,6 +10,8 @@ import type { ServiceContext } from '../../lib/context.js';
 import { consumeJobMessage } from '../../lib/dispatch/consume.js';
 import { reconcileJobs, recoverAfterRestart } from '../../lib/dispatch/reconcile.js';
 import { finishJob } from '../../lib/jobs/lifecycle.js';
+import { isFinal } from '../../lib/jobs/state.js';
+import { setupLogKey, taskLogKey } from '../../lib/logs/log-store.js';
 import type { JobStatus } from '../../lib/jobs/state.js';
 import { LocalLauncher } from '../../lib/launchers/local-launcher.js';
 import { logger as rootLogger, type Logger } from '../../lib/logger.js';
@@ -120,7 +122,7 @@ async function startServices(options: LocalStackOptions, parts: Parts): Promise<
     dataDir,
     logger,
     onExit: (jobId, code, signal) => {
-      if (context) void failJobOfExitedRunner(context, jobId, code, signal);
+      if (context) void failJobOfExitedRunner(context, launcher, jobId, code, signal);
     },
   });
   context = {
@@ -139,7 +141,9 @@ async function startServices(options: LocalStackOptions, parts: Parts): Promise<
   if (options.onStatus) stores.jobs.on('status', options.onStatus);
 
   await launcher.killLeftovers();
-  const recovered = await recoverAfterRestart(serviceContext);
+  const recovered = await recoverAfterRestart(serviceContext, {
+    beforeFail: (job) => uploadLeftoverLogs(serviceContext, launcher, job),
+  });
   queue.consume((body, delivery) => consumeJobMessage(serviceContext, body, delivery));
   triggers.start(serviceContext);
   app = createApp(serviceContext);
@@ -196,6 +200,7 @@ async function ensureLocalToken(context: ServiceContext, dataDir: string): Promi
 /** Fails the job of a runner that exited before reporting the job's end, with the exit in the setup log. */
 async function failJobOfExitedRunner(
   context: ServiceContext,
+  launcher: LocalLauncher,
   jobId: number,
   code: number | null,
   signal: NodeJS.Signals | null,
@@ -203,8 +208,32 @@ async function failJobOfExitedRunner(
   const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
   const reason = `The build's runner ${how} before it reported the job's end; see the messages above`;
   try {
+    const job = await context.stores.jobs.find(jobId);
+    if (!job || isFinal(job.status)) return;
+
+    await uploadLeftoverLogs(context, launcher, job);
     await finishJob(context, jobId, 'failed', { reason });
   } catch (error) {
     context.logger.error({ err: error, jobId }, 'failed to fail the job of an exited runner');
+  }
+}
+
+/**
+ * Uploads the logs that a runner kept on disk but may not have uploaded
+ * before it died, so the output up to its end is kept. The runner wrote
+ * them already masked and capped.
+ */
+async function uploadLeftoverLogs(context: ServiceContext, launcher: LocalLauncher, job: JobRecord): Promise<void> {
+  const folder = path.join(launcher.stateDir(job.id), 'logs');
+  const files: Array<[string, string]> = [['setup.log', setupLogKey(job.id)]];
+  job.tasks.forEach((task, index) => files.push([`task-${index + 1}.log`, taskLogKey(job.id, task.name)]));
+
+  for (const [file, key] of files) {
+    const body = await readFile(path.join(folder, file)).catch(() => null);
+    if (body === null) continue;
+
+    await context.logs.put(key, body).catch((error: unknown) => {
+      context.logger.error({ err: error, jobId: job.id, key }, 'failed to upload a leftover log');
+    });
   }
 }

@@ -25,7 +25,12 @@ export async function renderJob(context: ServiceContext, job: JobRecord): Promis
     status: job.status,
     setup_log: await link(setupLogKey(job.id)),
     tasks: await Promise.all(
-      job.tasks.map(async (task) => ({ name: task.name, status: task.status, log: await link(taskLogKey(job.id, task.name)) })),
+      job.tasks.map(async (task) => ({
+        name: task.name,
+        status: task.status,
+        // A skipped task never ran, so it has no log object.
+        log: task.status === 'skipped' ? null : await link(taskLogKey(job.id, task.name)),
+      })),
     ),
     note: job.note,
     tags: job.tags.length > 0 ? job.tags.join('/') : null,

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { ServiceContext } from '../context.js';
 import { finishJob } from '../jobs/lifecycle.js';
 import { generateToken, hashToken } from '../auth/tokens.js';
+import { isFinal } from '../jobs/state.js';
 import { CapacityError } from '../launchers/launcher.js';
 
 /** The outcome of one delivery of a job message. */
@@ -82,7 +83,15 @@ export async function dispatchJob(context: ServiceContext, jobId: number, delive
       image: recorded.spec.canonicalImage,
       arch: recorded.spec.arch,
     });
-    await jobs.transition(jobId, (current) => (current.runner === runner ? null : { ...current, runner }));
+    const named = await jobs.transition(jobId, (current) =>
+      isFinal(current.status) || current.runner === runner ? null : { ...current, runner },
+    );
+    if (isFinal(named.status)) {
+      // The job was cancelled while its runner started; the runner's claim would fail, but stop it now.
+      log.info({ runner, status: named.status }, 'job ended during launch; stopping its runner');
+      await context.launcher.stop(jobId, runner, `job ${named.status} during launch`);
+      return { kind: 'done', detail: `job ${named.status} during launch` };
+    }
     log.info({ runner, attempt }, 'runner launched');
 
     return { kind: 'done', detail: `launched ${runner}` };

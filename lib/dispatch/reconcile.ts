@@ -1,4 +1,5 @@
 import type { ServiceContext } from '../context.js';
+import type { JobRecord } from '../store/index.js';
 import { finishJob } from '../jobs/lifecycle.js';
 import { releaseDispatch } from './dispatch-job.js';
 import { describeTaskStop, type RunnerState } from './task-stopped.js';
@@ -39,11 +40,15 @@ export async function reconcileJobs(context: ServiceContext, now = Date.now()): 
  * waited in the queue, or whose runner had not claimed them yet, are queued
  * again. Then the running slots are recounted.
  */
-export async function recoverAfterRestart(context: ServiceContext): Promise<{ failed: number[]; requeued: number[] }> {
+export async function recoverAfterRestart(
+  context: ServiceContext,
+  options: { beforeFail?: (job: JobRecord) => Promise<void> } = {},
+): Promise<{ failed: number[]; requeued: number[] }> {
   const failed: number[] = [];
   const requeued: number[] = [];
   for (const job of await context.stores.jobs.listActive()) {
     if (job.status === 'running') {
+      await options.beforeFail?.(job);
       const reason = 'The local stack stopped while this job ran, so its runner was stopped; submit the job again';
       const { changed } = await finishJob(context, job.id, 'failed', { reason });
       if (changed) failed.push(job.id);

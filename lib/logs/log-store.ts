@@ -81,6 +81,11 @@ export class LogStore {
     }
   }
 
+  /** Replaces a whole log object, for a copy that the service recovered from a runner's disk. */
+  async put(key: string, body: Buffer): Promise<void> {
+    await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: LOG_CONTENT_TYPE }));
+  }
+
   /** Reads a whole log; returns an empty string when it does not exist yet. */
   async read(key: string): Promise<string> {
     try {
