@@ -79,6 +79,11 @@ describe('secrets API', () => {
     ['a path with ..', { name: 'a', type: 'plaintext_file', secret: 'x', path: '~/../etc/passwd' }, 'path'],
     ['a bad mode', { name: 'a', type: 'plaintext_file', secret: 'x', path: '~/f', mode: '999' }, 'mode'],
     ['a path on a key', { name: 'a', type: 'ssh_key', secret: 'x', path: '~/f' }, 'path'],
+    ['a folder path', { name: 'a', type: 'plaintext_file', secret: 'x', path: '~/dir/' }, 'path'],
+    ['the buildenv path', { name: 'a', type: 'plaintext_file', secret: 'x', path: '~/.buildenv' }, 'path'],
+    ['a path in the runner folder', { name: 'a', type: 'plaintext_file', secret: 'x', path: '~/.kiln/bin/bash' }, 'path'],
+    ['invalid base64', { name: 'a', type: 'pgp_key', secret_base64: '!!!notb64' }, 'secret_base64'],
+    ['both value fields', { name: 'a', type: 'pgp_key', secret: 'x', secret_base64: 'eA==' }, 'secret'],
   ])('rejects %s', async (_case, body, field) => {
     const response = await stack.api('POST', '/api/secrets', { body });
     const result = (await response.json()) as ErrorBody;

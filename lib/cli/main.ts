@@ -165,7 +165,9 @@ async function revokeTokenCommand(stores: Stores, positionals: string[], out: Wr
 
 function parseDays(value: string): number {
   const days = Number(value);
-  if (!Number.isFinite(days) || days <= 0) throw new UsageError(`--expires takes a number of days, not "${value}"`);
+  if (!Number.isFinite(days) || days <= 0 || days > 36_500) {
+    throw new UsageError(`--expires takes a number of days from 1 to 36500, not "${value}"`);
+  }
 
   return days;
 }

@@ -9,6 +9,9 @@ export const SECRET_TYPES: readonly SecretType[] = ['ssh_key', 'pgp_key', 'plain
 /** Largest secret value accepted, in bytes. */
 export const MAX_SECRET_BYTES = 64 * 1024;
 const SECRET_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/** Paths under the build's home that the runner itself writes; a secret file there would break the build. */
+const RESERVED_PATHS = ['~/.buildenv', '~/.kiln'];
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface SecretRequest {
@@ -48,16 +51,32 @@ export function validateSecretRequest(body: Record<string, unknown>): SecretRequ
   if (!SECRET_TYPES.includes(type)) errors.push({ field: 'type', reason: `type must be one of ${SECRET_TYPES.join(', ')}` });
 
   let value = Buffer.alloc(0);
-  if (typeof body.secret === 'string') value = Buffer.from(body.secret, 'utf8');
-  else if (typeof body.secret_base64 === 'string') value = Buffer.from(body.secret_base64, 'base64');
-  if (value.length === 0) errors.push({ field: 'secret', reason: 'secret is required: send the value as "secret" (text) or "secret_base64"' });
+  if (body.secret !== undefined && body.secret_base64 !== undefined) {
+    errors.push({ field: 'secret', reason: 'send the value either as "secret" (text) or as "secret_base64", not both' });
+  } else if (typeof body.secret === 'string') {
+    value = Buffer.from(body.secret, 'utf8');
+  } else if (typeof body.secret_base64 === 'string') {
+    if (!BASE64.test(body.secret_base64)) {
+      errors.push({ field: 'secret_base64', reason: 'secret_base64 is not valid base64: use A-Z, a-z, 0-9, "+" and "/", padded with "="' });
+    } else {
+      value = Buffer.from(body.secret_base64, 'base64');
+    }
+  }
+  if (value.length === 0 && !errors.some((error) => error.field?.startsWith('secret'))) {
+    errors.push({ field: 'secret', reason: 'the secret value is missing or empty: send it as "secret" (text) or "secret_base64"' });
+  }
   if (value.length > MAX_SECRET_BYTES) errors.push({ field: 'secret', reason: `secret is ${value.length} bytes; the limit is ${MAX_SECRET_BYTES}` });
 
   let path: string | null = null;
   let mode: number | null = null;
   if (type === 'plaintext_file') {
-    if (typeof body.path !== 'string' || !/^(~\/|\/)[^\0]*$/.test(body.path) || body.path.split('/').includes('..')) {
-      errors.push({ field: 'path', reason: 'path is required for plaintext_file: an absolute path or one starting with ~/, without ".."' });
+    if (typeof body.path !== 'string' || !/^(~\/|\/)[^\0]*[^/]$/.test(body.path) || body.path.split('/').includes('..')) {
+      errors.push({
+        field: 'path',
+        reason: 'path is required for plaintext_file: a file path that is absolute or starts with ~/, without ".." and not ending in "/"',
+      });
+    } else if (RESERVED_PATHS.some((reserved) => body.path === reserved || (body.path as string).startsWith(`${reserved}/`))) {
+      errors.push({ field: 'path', reason: `${body.path} is where the runner keeps the build's own files; choose another path` });
     } else {
       path = body.path;
     }
