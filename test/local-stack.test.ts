@@ -157,6 +157,14 @@ describe('local stack', () => {
     expect(code).toBe(0);
   });
 
+  it('refuses a second stack on the same data folder', async () => {
+    const stack = await startTestStack();
+    cleanups.push(() => stack.destroy());
+
+    await expect(startTestStack({}, stack.dataDir)).rejects.toThrow(/in use by another Kiln \(pid \d+\)/);
+    expect((await stack.api('GET', '/api/jobs')).status).toBe(200);
+  });
+
   it('keeps a job over the per-user limit queued until a slot frees', async () => {
     const stack = await startTestStack({ KILN_MAX_RUNNING_PER_USER: '1' });
     cleanups.push(() => stack.destroy());

@@ -1,6 +1,6 @@
 import { SettingError } from '../../lib/config.js';
 import { logger } from '../../lib/logger.js';
-import { startLocalStack } from './stack.js';
+import { DataDirInUseError, startLocalStack } from './stack.js';
 
 /** Reads a TCP port; 0 lets the system pick a free one, which the ready line then shows. */
 function parsePort(name: string, value: string): number {
@@ -59,7 +59,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  if (error instanceof SettingError) {
+  if (error instanceof SettingError || error instanceof DataDirInUseError) {
     console.error(`kiln: ${error.message}`);
   } else if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
     console.error(`kiln: ${(error as Error).message}: another program uses that port; set KILN_API_PORT, KILN_S3_PORT or KILN_DYNAMODB_PORT`);

@@ -1,10 +1,11 @@
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createApp } from '../../lib/api/app.js';
 import { createToken, SCOPES } from '../../lib/auth/tokens.js';
+import { KilnError } from '../../lib/errors.js';
 import { LOCAL_DEFAULTS, readSettings, type Settings } from '../../lib/config.js';
 import type { ServiceContext } from '../../lib/context.js';
 import { consumeJobMessage } from '../../lib/dispatch/consume.js';
@@ -69,8 +70,9 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const dataDir = path.resolve(options.dataDir);
   await mkdir(path.join(dataDir, 'dynamodb'), { recursive: true });
   await mkdir(path.join(dataDir, 's3'), { recursive: true });
+  const releaseDataDir = await lockDataDir(dataDir);
 
-  const started: Array<{ close(): Promise<void> }> = [];
+  const started: Array<{ close(): Promise<void> }> = [{ close: releaseDataDir }];
   try {
     const dynamodb = await startDynalite({ port: options.dynamodbPort, path: path.join(dataDir, 'dynamodb') });
     started.push(dynamodb);
@@ -174,6 +176,47 @@ async function startServices(options: LocalStackOptions, parts: Parts): Promise<
       logger.info('local stack stopped');
     },
   };
+}
+
+/** Raised when another running local stack uses the data folder. */
+export class DataDirInUseError extends KilnError {
+  override name = 'DataDirInUseError';
+}
+
+/**
+ * Takes the data folder for this process with a pid file, because two local
+ * stacks on one folder would corrupt dynalite's database. A pid file whose
+ * process is gone is taken over. Returns the function that releases it.
+ */
+async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
+  const lockFile = path.join(dataDir, 'kiln.pid');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFile(lockFile, String(process.pid), { flag: 'wx' });
+      return () => rm(lockFile, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+
+    const holder = Number((await readFile(lockFile, 'utf8').catch(() => '')).trim());
+    if (Number.isInteger(holder) && holder > 0 && isAlive(holder)) {
+      throw new DataDirInUseError(
+        `the data folder ${dataDir} is in use by another Kiln (pid ${holder}); stop that one, or set KILN_DATA_DIR to another folder`,
+      );
+    }
+    await rm(lockFile, { force: true });
+  }
+
+  throw new DataDirInUseError(`failed to lock the data folder ${dataDir}: another Kiln is starting on it`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 async function ensureBucket(s3: S3Client, bucket: string): Promise<void> {
