@@ -195,6 +195,10 @@ class JobRun {
       if (repositories.length > 0) {
         this.line(`NOTE: Repositories not added: ${repositories.join(' ')}`);
       }
+      const hostArch = process.arch === 'arm64' ? 'arm64' : process.arch === 'x64' ? 'x86_64' : process.arch;
+      if (hostArch !== job.arch) {
+        this.line(`NOTE: The manifest asks for ${job.arch}, but the local runner runs builds on this machine's ${hostArch}.`);
+      }
     }
     if (job.shell) {
       this.line('NOTE: "shell: true" has no effect, because Kiln offers no SSH access to builds. The job ends after its last task.');
