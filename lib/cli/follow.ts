@@ -11,6 +11,7 @@ const POLL_INTERVAL_MS = 1000;
  */
 export async function followJob(client: ApiClient, id: number, write: (text: string) => void): Promise<JobView> {
   const printed = new Map<string, number>();
+  let lastPrinted: string | null = null;
   const printNew = async (name: string, link: string | null) => {
     if (link === null) return;
 
@@ -18,7 +19,11 @@ export async function followJob(client: ApiClient, id: number, write: (text: str
     if (!response.ok) return;
     const bytes = Buffer.from(await response.arrayBuffer());
     const offset = printed.get(name) ?? 0;
-    if (offset === 0 && bytes.length > 0) write(`\n==> ${name}\n`);
+    if (bytes.length > offset && lastPrinted !== name) {
+      // A header whenever the output switches logs, so text of two logs never runs together.
+      write(`${offset === 0 ? '' : '\n'}\n==> ${name}${offset === 0 ? '' : ' (continued)'}\n`);
+      lastPrinted = name;
+    }
     if (bytes.length > offset) {
       write(bytes.subarray(offset).toString('utf8'));
       printed.set(name, bytes.length);

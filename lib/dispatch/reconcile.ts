@@ -18,8 +18,9 @@ export async function reconcileJobs(context: ServiceContext, now = Date.now()): 
   const ended: number[] = [];
   for (const job of await context.stores.jobs.listActive()) {
     if (job.status === 'running' && job.deadline !== null && job.deadline + TIMEOUT_GRACE_MS < now) {
-      const minutes = Math.round(context.settings.jobTimeoutMs / 60_000);
-      const reason = `Job timed out: it ran past its limit of ${minutes} minutes (KILN_JOB_TIMEOUT) and its runner did not stop it`;
+      const seconds = Math.round(context.settings.jobTimeoutMs / 1000);
+      const limit = seconds % 60 === 0 ? `${seconds / 60} minutes` : `${seconds} seconds`;
+      const reason = `Job timed out: it ran past its limit of ${limit} (KILN_JOB_TIMEOUT) and its runner did not stop it`;
       const { changed } = await finishJob(context, job.id, 'timeout', { reason, stopRunner: true, from: ['running'] });
       if (changed) ended.push(job.id);
     }

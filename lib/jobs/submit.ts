@@ -47,8 +47,12 @@ export function validateJobRequest(body: Record<string, unknown>): JobRequest {
 
   const manifest = body.manifest;
   let spec: Manifest | null = null;
-  if (typeof manifest !== 'string' || manifest.trim() === '') {
+  if (manifest === undefined || manifest === null || manifest === '') {
     errors.push({ field: 'manifest', reason: 'manifest is required: send the build manifest as a YAML string' });
+  } else if (typeof manifest !== 'string') {
+    errors.push({ field: 'manifest', reason: `manifest must be the manifest's YAML text as a string, not ${Array.isArray(manifest) ? 'a list' : typeof manifest}` });
+  } else if (manifest.trim() === '') {
+    errors.push({ field: 'manifest', reason: 'manifest is empty: send the build manifest as a YAML string' });
   } else {
     spec = collect(() => parseManifest(manifest), null);
   }
