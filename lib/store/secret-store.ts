@@ -1,8 +1,8 @@
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
-import { DeleteCommand, GetCommand, PutCommand, QueryCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { SecretType } from '../runner/protocol.js';
 import type { EncryptedValue } from '../secrets/cipher.js';
-import { TABLE_KEYS } from './table.js';
+import { queryOwnerIndex, TABLE_KEYS } from './table.js';
 
 /** A user's secret as stored; the value only encrypted. */
 export interface SecretRecord {
@@ -90,24 +90,9 @@ export class SecretStore {
 
   /** Lists an owner's secrets, oldest first. */
   async listByOwner(owner: string): Promise<SecretRecord[]> {
-    const secrets: SecretRecord[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const page = await this.client.send(
-        new QueryCommand({
-          TableName: this.tableName,
-          IndexName: TABLE_KEYS.ownerIndex.name,
-          KeyConditionExpression: '#pk = :owner',
-          ExpressionAttributeNames: { '#pk': TABLE_KEYS.ownerIndex.partitionKey },
-          ExpressionAttributeValues: { ':owner': `SECRETS#${owner}` },
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      secrets.push(...(page.Items ?? []).map(fromItem));
-      startKey = page.LastEvaluatedKey;
-    } while (startKey);
+    const items = await queryOwnerIndex(this.client, this.tableName, `SECRETS#${owner}`);
 
-    return secrets;
+    return items.map(fromItem);
   }
 
   async delete(secret: SecretRecord): Promise<void> {

@@ -5,6 +5,7 @@ import {
   type CreateTableCommandInput,
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
+import { QueryCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 
 /**
  * Kiln keeps every record in one table keyed by `pk` and `sk`:
@@ -55,6 +56,32 @@ export function tableDefinition(tableName: string): CreateTableCommandInput {
       Projection: { ProjectionType: 'ALL' },
     })),
   };
+}
+
+/** Reads every item of one partition of the `byOwner` index, following the pages, in sort key order. */
+export async function queryOwnerIndex(
+  client: DynamoDBDocumentClient,
+  tableName: string,
+  partition: string,
+): Promise<Array<Record<string, unknown>>> {
+  const items: Array<Record<string, unknown>> = [];
+  let startKey: Record<string, unknown> | undefined;
+  do {
+    const page = await client.send(
+      new QueryCommand({
+        TableName: tableName,
+        IndexName: TABLE_KEYS.ownerIndex.name,
+        KeyConditionExpression: '#pk = :partition',
+        ExpressionAttributeNames: { '#pk': TABLE_KEYS.ownerIndex.partitionKey },
+        ExpressionAttributeValues: { ':partition': partition },
+        ExclusiveStartKey: startKey,
+      }),
+    );
+    items.push(...(page.Items ?? []));
+    startKey = page.LastEvaluatedKey;
+  } while (startKey);
+
+  return items;
 }
 
 /** Creates the table unless it exists; used by the local stack and tests. */

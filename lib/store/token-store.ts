@@ -1,5 +1,5 @@
-import { GetCommand, PutCommand, QueryCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { TABLE_KEYS } from './table.js';
+import { GetCommand, PutCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { queryOwnerIndex, TABLE_KEYS } from './table.js';
 
 /** An API token as stored: only its SHA-256 hash, never the token. */
 export interface TokenRecord {
@@ -74,24 +74,9 @@ export class TokenStore {
 
   /** Lists a user's tokens, oldest first. */
   async listByUser(user: string): Promise<TokenRecord[]> {
-    const tokens: TokenRecord[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const page = await this.client.send(
-        new QueryCommand({
-          TableName: this.tableName,
-          IndexName: TABLE_KEYS.ownerIndex.name,
-          KeyConditionExpression: '#pk = :user',
-          ExpressionAttributeNames: { '#pk': TABLE_KEYS.ownerIndex.partitionKey },
-          ExpressionAttributeValues: { ':user': `TOKENS#${user}` },
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      tokens.push(...(page.Items ?? []).map(fromItem));
-      startKey = page.LastEvaluatedKey;
-    } while (startKey);
+    const items = await queryOwnerIndex(this.client, this.tableName, `TOKENS#${user}`);
 
-    return tokens;
+    return items.map(fromItem);
   }
 
   async revoke(hash: string, at: number): Promise<void> {
