@@ -199,6 +199,15 @@ describe('job API', () => {
       expect(result.errors).toHaveLength(1);
     });
 
+    it('answers 405 for a method the route lacks', async () => {
+      const response = await stack.api('DELETE', '/api/jobs/1');
+      const result = (await response.json()) as { errors: Array<{ reason: string }> };
+
+      expect(response.status).toBe(405);
+      expect(response.headers.get('allow')).toBe('GET');
+      expect(result.errors[0].reason).toContain('DELETE is not allowed');
+    });
+
     it('answers 404 for the log of a job that has not been dispatched', async () => {
       const job = await stack.submit({ manifest: MANIFEST, execute: false });
       const response = await stack.api('GET', `/api/jobs/${job.id}/log`);

@@ -467,15 +467,26 @@ describe('API requests and responses', () => {
       ['GET', '/api/'],
       ['POST', '/api/nothing'],
       ['GET', '/api/jobs/1/nothing'],
-      ['GET', '/api/job-group'],
-      ['DELETE', '/api/jobs'],
-      ['PUT', '/api/jobs/1'],
     ])('answers 404 to %s %s in the error shape', async (method, route) => {
       const response = await stack.api(method, route);
       const body = (await response.json()) as ErrorBody;
 
       expect(response.status).toBe(404);
       expect(Object.keys(body)).toEqual(['errors']);
+      expect(body.errors).toHaveLength(1);
+      expect(body.errors[0]).not.toHaveProperty('field');
+    });
+
+    it.each([
+      ['GET', '/api/job-group', 'POST'],
+      ['DELETE', '/api/jobs', 'GET, POST'],
+      ['PUT', '/api/jobs/1', 'GET'],
+    ])('answers 405 to %s %s with the allowed methods', async (method, route, allow) => {
+      const response = await stack.api(method, route);
+      const body = (await response.json()) as ErrorBody;
+
+      expect(response.status).toBe(405);
+      expect(response.headers.get('allow')).toBe(allow);
       expect(body.errors).toHaveLength(1);
       expect(body.errors[0]).not.toHaveProperty('field');
     });

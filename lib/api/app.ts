@@ -17,7 +17,13 @@ export function createApp(context: ServiceContext): Hono<ApiEnv> {
   const app = new Hono<ApiEnv>();
 
   app.onError((error, c) => handleError(error, c, context.logger));
-  app.notFound((c) => errorResponse(c, 404, `No route for ${c.req.method} ${c.req.path}`));
+  app.notFound((c) => {
+    const allowed = allowedMethods(app, c.req.path);
+    if (allowed.length === 0) return errorResponse(c, 404, `No route for ${c.req.method} ${c.req.path}`);
+
+    c.header('allow', allowed.join(', '));
+    return errorResponse(c, 405, `${c.req.method} is not allowed on ${c.req.path}; use ${allowed.join(' or ')}`);
+  });
   app.use(
     '*',
     bodyLimit({
@@ -48,4 +54,17 @@ export function createApp(context: ServiceContext): Hono<ApiEnv> {
   registerWebhookRoutes(app, context);
 
   return app;
+}
+
+/** Lists the methods that the app's routes serve on `path`, for a 405's Allow header. */
+function allowedMethods(app: Hono<ApiEnv>, path: string): string[] {
+  const methods = new Set<string>();
+  for (const route of app.routes) {
+    if (route.method === 'ALL' || route.path.includes('*')) continue;
+
+    const pattern = new RegExp(`^${route.path.replace(/:[^/]+/g, '[^/]+')}$`);
+    if (pattern.test(path)) methods.add(route.method);
+  }
+
+  return [...methods].sort();
 }
