@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { JobView } from '../lib/api/job-view.js';
 import { createToken, type Scope } from '../lib/auth/tokens.js';
 import type { JobStatus } from '../lib/jobs/state.js';
-import { isEnded, startTestStack, type TestStack } from './support/local-stack.js';
+import { isEnded, startTestStack, type TestStack, recordServerErrors, type ErrorBody } from './support/local-stack.js';
 
 const MANIFEST = `image: alpine/latest
 tasks:
@@ -16,23 +16,6 @@ tasks:
 
 /** How long a test polls for a build to reach a state or for a process to go, before it fails with a message. */
 const POLL_GIVE_UP_MS = 45_000;
-
-interface ErrorBody {
-  errors: Array<{ field?: string; reason: string }>;
-}
-
-/** Records every 5xx response of `stack.api`, so that afterEach fails the test that got one. */
-function recordServerErrors(stack: TestStack): string[] {
-  const seen: string[] = [];
-  const send = stack.api;
-  stack.api = async (method, route, options) => {
-    const response = await send(method, route, options);
-    if (response.status >= 500) seen.push(`${method} ${route}: ${response.status} ${await response.clone().text()}`);
-    return response;
-  };
-
-  return seen;
-}
 
 /**
  * Returns a manifest whose second task writes the pid of its shell and of a

@@ -4,7 +4,7 @@ import type { JobView } from '../lib/api/job-view.js';
 import { createToken, type Scope } from '../lib/auth/tokens.js';
 import type { JobStatus } from '../lib/jobs/state.js';
 import type { JobRecord } from '../lib/store/index.js';
-import { startTestStack, type TestStack } from './support/local-stack.js';
+import { startTestStack, type TestStack, recordServerErrors, type ErrorBody } from './support/local-stack.js';
 
 const MANIFEST = `image: alpine/latest
 tasks:
@@ -27,23 +27,6 @@ interface GroupView {
   owner: { canonical_name: string; name: string };
   jobs: JobView[];
   triggers: unknown[];
-}
-
-interface ErrorBody {
-  errors: Array<{ field?: string; reason: string }>;
-}
-
-/** Records every 5xx response of `stack.api`, so that afterEach fails the test that got one. */
-function recordServerErrors(stack: TestStack): string[] {
-  const seen: string[] = [];
-  const send = stack.api;
-  stack.api = async (method, route, options) => {
-    const response = await send(method, route, options);
-    if (response.status >= 500) seen.push(`${method} ${route}: ${response.status} ${await response.clone().text()}`);
-    return response;
-  };
-
-  return seen;
 }
 
 describe('job groups', () => {

@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { JobView } from '../lib/api/job-view.js';
 import { createToken, type Scope } from '../lib/auth/tokens.js';
-import { startTestStack, type TestStack } from './support/local-stack.js';
+import { startTestStack, type TestStack, recordServerErrors, type ErrorBody } from './support/local-stack.js';
 
 const MANIFEST = `image: alpine/latest
 tasks:
@@ -13,23 +13,6 @@ interface JobPage {
   results: JobView[];
   total: number;
   results_per_page: number;
-}
-
-interface ErrorBody {
-  errors: Array<{ field?: string; reason: string }>;
-}
-
-/** Records every 5xx response of `stack.api`, so that afterEach fails the test that got one. */
-function recordServerErrors(stack: TestStack): string[] {
-  const seen: string[] = [];
-  const send = stack.api;
-  stack.api = async (method, route, options) => {
-    const response = await send(method, route, options);
-    if (response.status >= 500) seen.push(`${method} ${route}: ${response.status} ${await response.clone().text()}`);
-    return response;
-  };
-
-  return seen;
 }
 
 describe('GET /api/jobs', () => {

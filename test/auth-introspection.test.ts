@@ -2,16 +2,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { JobView } from '../lib/api/job-view.js';
-import { startTestStack, type TestStack } from './support/local-stack.js';
+import { startTestStack, type TestStack, recordServerErrors, type ErrorBody } from './support/local-stack.js';
 
 const MANIFEST = `image: alpine/latest
 tasks:
   - hello: echo hello
 `;
-
-interface ErrorBody {
-  errors: Array<{ field?: string; reason: string }>;
-}
 
 /** One request that the introspection server received. */
 interface IntrospectionCall {
@@ -81,19 +77,6 @@ class IntrospectionServer {
       }
     }
   }
-}
-
-/** Records every 5xx response of `stack.api`, so that afterEach fails the test that got one. */
-function recordServerErrors(stack: TestStack): string[] {
-  const seen: string[] = [];
-  const send = stack.api;
-  stack.api = async (method, route, options) => {
-    const response = await send(method, route, options);
-    if (response.status >= 500) seen.push(`${method} ${route}: ${response.status} ${await response.clone().text()}`);
-    return response;
-  };
-
-  return seen;
 }
 
 describe('OAuth token introspection', () => {

@@ -1,11 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createToken, hashToken } from '../lib/auth/tokens.js';
 import { runCli } from '../lib/cli/main.js';
-import { startTestStack, type TestStack } from './support/local-stack.js';
-
-interface ErrorBody {
-  errors: Array<{ field?: string; reason: string }>;
-}
+import { startTestStack, type TestStack, recordServerErrors, type ErrorBody } from './support/local-stack.js';
 
 /** One line of `kiln token list`: id, state, creation, expiry and scopes. */
 interface ListedToken {
@@ -17,19 +13,6 @@ interface ListedToken {
 }
 
 const LIST_LINE = /^(\S+) {2}(active|revoked|expired) *  created (\S+) {2}expires (\S+) {2}(\S+)$/;
-
-/** Records every 5xx response of `stack.api`, so that afterEach fails the test that got one. */
-function recordServerErrors(stack: TestStack): string[] {
-  const seen: string[] = [];
-  const send = stack.api;
-  stack.api = async (method, route, options) => {
-    const response = await send(method, route, options);
-    if (response.status >= 500) seen.push(`${method} ${route}: ${response.status} ${await response.clone().text()}`);
-    return response;
-  };
-
-  return seen;
-}
 
 describe('kiln token list and revoke', () => {
   let stack: TestStack;

@@ -4,11 +4,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createToken } from '../lib/auth/tokens.js';
 import { KmsCipher } from '../lib/secrets/cipher.js';
-import { startTestStack, type TestStack } from './support/local-stack.js';
-
-interface ErrorBody {
-  errors: Array<{ field?: string; reason: string }>;
-}
+import { startTestStack, type ErrorBody, type TestStack } from './support/local-stack.js';
 
 describe('secrets API', () => {
   let stack: TestStack;

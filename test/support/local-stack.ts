@@ -96,3 +96,22 @@ export async function fetchLog(link: string | null): Promise<string> {
 
   return response.text();
 }
+
+/** build.sr.ht's error shape, as the API returns it. */
+export interface ErrorBody {
+  errors: Array<{ field?: string; reason: string }>;
+}
+
+/** Records every 5xx response of `stack.api`, so that an afterEach hook can fail the test that got one. */
+export function recordServerErrors(stack: TestStack): string[] {
+  const seen: string[] = [];
+  const send = stack.api;
+  stack.api = async (method, route, options) => {
+    const response = await send(method, route, options);
+    if (response.status >= 500) seen.push(`${method} ${route}: ${response.status} ${await response.clone().text()}`);
+
+    return response;
+  };
+
+  return seen;
+}
