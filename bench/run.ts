@@ -4,8 +4,8 @@
  *
  * - submit → running and submit → success of a one-task job, median of 20 jobs
  * - log throughput of a task that prints 200 MB, as a ratio to the same
- *   command writing to a file directly (median of 3 runs each), and the
- *   time of one 200 MB upload to s3rver, which the runner's time includes
+ *   command writing to a file directly (median of 3 runs each)
+ * - the time of one 200 MB upload to s3rver, which the runner's time includes
  * - cancel → cancelled for a running job, median of 5
  * - size and load time of each Lambda bundle that the CDK app builds (bench/bundles.ts)
  */

@@ -9,7 +9,7 @@ export class KilnError extends Error {
   override name = 'KilnError';
 }
 
-/** Input that breaks a rule; the API answers it with a 400 and the listed errors. */
+/** Raised for input that breaks a rule. The API returns a 400 with the listed errors. */
 export class ValidationError extends KilnError {
   override name = 'ValidationError';
 

@@ -80,10 +80,10 @@ export class TokenIntrospector {
         body: new URLSearchParams({ token, token_type_hint: 'access_token' }).toString(),
         signal: AbortSignal.timeout(INTROSPECTION_TIMEOUT_MS),
       });
-      if (!response.ok) throw new Error(`introspection endpoint answered HTTP ${response.status}`);
+      if (!response.ok) throw new Error(`introspection endpoint returned HTTP ${response.status}`);
       const parsed: unknown = await response.json();
       if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-        throw new Error('introspection endpoint answered with JSON that is not an object');
+        throw new Error('introspection endpoint returned JSON that is not an object');
       }
       body = parsed as Record<string, unknown>;
     } catch (error) {

@@ -38,8 +38,8 @@ export function jobIdOfToken(token: string): number | null {
 /**
  * Launches a runner for a queued job when a running slot is free. Duplicate
  * deliveries and jobs that were cancelled meanwhile are acknowledged and
- * change nothing; a job over a running limit, or hit by a capacity error,
- * stays queued and is retried; any other launch error fails the job.
+ * change nothing. A job over a running limit, or hit by a capacity error,
+ * stays queued and is retried. Any other launch error fails the job.
  */
 export async function dispatchJob(context: ServiceContext, jobId: number, delivery: DeliveryInfo): Promise<DispatchOutcome> {
   const { jobs, slots } = context.stores;
@@ -136,7 +136,7 @@ export async function releaseDispatch(context: ServiceContext, jobId: number): P
   if (heldSlot) await context.stores.slots.release(job.owner);
 }
 
-/** A stable ECS client token for one launch attempt, so that a retried RunTask starts no second task. */
+/** Derives a stable ECS client token for one launch attempt, so that a retried RunTask starts no second task. */
 export function launchClientToken(jobId: number, attempt: number): string {
   return createHash('sha256').update(`kiln-job-${jobId}-attempt-${attempt}`).digest('hex').slice(0, 64);
 }

@@ -15,12 +15,12 @@ import type { JobRecord } from '../store/index.js';
 import { finishJob } from './lifecycle.js';
 import { canMoveTask, isFinal, type TaskStatus } from './state.js';
 
-/** The job has ended, so the runner must stop; the API answers 409. */
+/** Raised when the job has ended, so the runner must stop. The API returns 409 for it. */
 export class JobEndedError extends KilnError {
   override name = 'JobEndedError';
 }
 
-/** The public address of a job, exported to builds as JOB_URL. */
+/** Returns the public address of a job, exported to builds as JOB_URL. */
 export function jobUrl(context: ServiceContext, jobId: number): string {
   return `${context.publicUrl}/api/jobs/${jobId}`;
 }

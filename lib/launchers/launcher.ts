@@ -1,6 +1,6 @@
 import { KilnError } from '../errors.js';
 
-/** What a launcher needs to start one runner. */
+/** The inputs a launcher needs to start one runner. */
 export interface LaunchRequest {
   jobId: number;
   /** One-time token that the runner exchanges for a session token at its claim. */

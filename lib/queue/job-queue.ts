@@ -5,7 +5,7 @@ export interface JobMessage {
   jobId: number;
 }
 
-/** Where job ids go to be dispatched; delivery is at least once. */
+/** The queue that job ids go to for dispatch. Delivery is at least once. */
 export interface JobQueue {
   send(jobId: number, delaySeconds?: number): Promise<void>;
 }

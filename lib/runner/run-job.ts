@@ -31,6 +31,9 @@ import {
   type RunnerFiles,
 } from './tasks.js';
 
+/** Node.js names of this machine's architecture, mapped to the manifest's names. */
+const HOST_ARCHITECTURES: Record<string, string> = { x64: 'x86_64', arm64: 'arm64' };
+
 /** Runner settings, read from its environment. */
 export interface RunnerConfig {
   /** KILN_API_URL: the service's base URL. */
@@ -195,7 +198,7 @@ class JobRun {
       if (repositories.length > 0) {
         this.line(`NOTE: Repositories not added: ${repositories.join(' ')}`);
       }
-      const hostArch = process.arch === 'arm64' ? 'arm64' : process.arch === 'x64' ? 'x86_64' : process.arch;
+      const hostArch = HOST_ARCHITECTURES[process.arch] ?? process.arch;
       if (hostArch !== job.arch) {
         this.line(`NOTE: The manifest asks for ${job.arch}, but the local runner runs builds on this machine's ${hostArch}.`);
       }
